@@ -1,0 +1,54 @@
+# scrm — the two commands of the quick start are `make run` and `make test`.
+# Both build their own virtual environment from pyproject.toml; nothing is installed by hand.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+
+.PHONY: run test test-only lint typecheck bench chromium install clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## make run: migrate, seed the sandbox demo corp, serve web + scheduler at http://127.0.0.1:8000
+run: install
+	mkdir -p instance
+	$(BIN)/scrm db upgrade
+	$(BIN)/scrm serve --host $(HOST) --port $(PORT)
+
+## make test: lint, layer contracts, the whole suite (SQLite; PostgreSQL when SCRM_TEST_DATABASE_URL is set)
+test: install chromium lint test-only
+
+test-only: install
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+
+typecheck: install
+	$(BIN)/mypy
+
+## Debian's Chromium for the browser tests (never a browser download)
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || echo "warning: could not install chromium; browser tests will be skipped"; }
+
+## make bench: callback throughput under gunicorn (2 workers), SQLite and PostgreSQL, vs a bare floor
+bench: install
+	$(BIN)/python -m tests.bench.callback_bench
+
+clean:
+	rm -rf $(VENV) instance *.egg-info

@@ -1,0 +1,192 @@
+"""Settings for scrm: the only module that reads the process environment.
+
+Every variable scrm understands is declared here once, with its default and its validation, so
+that a bad or missing value stops start-up with a message naming the variable instead of failing
+later inside a request. An optional ``.env`` file in the working directory is read first; real
+environment variables win over it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SANDBOX_API_PATH = "/sandbox/cgi-bin/"
+REAL_WECOM_API_BASE = "https://qyapi.weixin.qq.com/cgi-bin/"
+
+# The demo corp the sandbox plays. Its credentials are public on purpose: they only open the
+# emulator, never a real corp. Vector-B values from the official sample keep the shape honest.
+SANDBOX_CORP_ID = "ww1436e0e65a779aee"
+SANDBOX_SECRET = "sandbox-secret-not-for-production"  # noqa: S105 - public demo credential
+SANDBOX_AGENT_ID = 1000002
+SANDBOX_TOKEN = "hJqcu3uJ9Tn2gXPmxx2w9kkCkCE2EPYo"  # noqa: S105
+SANDBOX_AES_KEY = "6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt"
+
+_AES_KEY_RE = re.compile(r"^[A-Za-z0-9]{43}$")
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9]{1,32}$")
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    wecom_corp_id: str
+    wecom_secret: str
+    wecom_agent_id: int
+    wecom_token: str
+    wecom_aes_key: str
+    wecom_api_base: str
+    callback_max_age_s: int = 600
+    callback_max_body_bytes: int = 64 * 1024
+    secret_key: str = "dev-only-change-me"  # noqa: S105 - replaced by load_settings
+    use_sandbox: bool = True
+    public_url: str = "http://127.0.0.1:8000"
+    wecom_timeout_s: float = 5.0
+    outbox_max_attempts: int = 8
+    inbox_max_attempts: int = 8
+    dispatch_threads: int = 4
+    log_level: str = "INFO"
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def _read_dotenv(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        return {}
+    from dotenv import dotenv_values
+
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if value <= 0:
+        raise SettingsError(f"{name} must be positive, got {raw!r}")
+    return value
+
+
+def default_database_url(instance_dir: Path) -> str:
+    return f"sqlite:///{(instance_dir / 'scrm.db').resolve()}"
+
+
+def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: Path | None = None) -> Settings:
+    """Build Settings from ``environ`` (default: ``.env`` overlaid by ``os.environ``).
+
+    Raises SettingsError naming the variable when a value is bad, so the process refuses to start.
+    """
+    if environ is None:
+        merged = _read_dotenv(dotenv or Path.cwd() / ".env")
+        merged.update(os.environ)
+        env: Mapping[str, str] = merged
+    else:
+        env = environ
+
+    instance_dir = Path(env.get("SCRM_INSTANCE_DIR", "instance"))
+    database_url = env.get("SCRM_DATABASE_URL") or default_database_url(instance_dir)
+    if "://" not in database_url:
+        raise SettingsError(
+            f"SCRM_DATABASE_URL must be a SQLAlchemy URL such as sqlite:///instance/scrm.db or "
+            f"postgresql+psycopg://user@host/db, got {database_url!r}"
+        )
+    if database_url.startswith("postgres://") or database_url.startswith("postgresql://"):
+        # psycopg 3 is the installed driver; plain postgresql:// would ask for psycopg2.
+        database_url = "postgresql+psycopg://" + database_url.split("://", 1)[1]
+
+    public_url = env.get("SCRM_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+    api_base = env.get("WECOM_API_BASE") or public_url + SANDBOX_API_PATH
+    if not api_base.startswith(("http://", "https://")):
+        raise SettingsError(f"WECOM_API_BASE must be an http(s) URL ending in /cgi-bin/, got {api_base!r}")
+    if not api_base.endswith("/"):
+        api_base += "/"
+    use_sandbox = not api_base.startswith(REAL_WECOM_API_BASE)
+
+    corp_id = env.get("WECOM_CORP_ID") or (SANDBOX_CORP_ID if use_sandbox else "")
+    secret = env.get("WECOM_SECRET") or (SANDBOX_SECRET if use_sandbox else "")
+    token = env.get("WECOM_TOKEN") or (SANDBOX_TOKEN if use_sandbox else "")
+    aes_key = env.get("WECOM_AES_KEY") or (SANDBOX_AES_KEY if use_sandbox else "")
+    agent_raw = env.get("WECOM_AGENT_ID") or (str(SANDBOX_AGENT_ID) if use_sandbox else "")
+    for name, value in (
+        ("WECOM_CORP_ID", corp_id),
+        ("WECOM_SECRET", secret),
+        ("WECOM_TOKEN", token),
+        ("WECOM_AES_KEY", aes_key),
+        ("WECOM_AGENT_ID", agent_raw),
+    ):
+        if not value:
+            raise SettingsError(
+                f"{name} is required when WECOM_API_BASE points at the real WeCom ({api_base}); "
+                f"copy it from the WeCom admin console (应用管理 → your app)"
+            )
+    if not _AES_KEY_RE.match(aes_key):
+        raise SettingsError("WECOM_AES_KEY must be the 43-character EncodingAESKey (letters and digits)")
+    if not _TOKEN_RE.match(token):
+        raise SettingsError("WECOM_TOKEN must be 1-32 letters or digits, as set in the callback settings")
+    try:
+        agent_id = int(agent_raw)
+    except ValueError:
+        raise SettingsError(f"WECOM_AGENT_ID must be the numeric AgentId, got {agent_raw!r}") from None
+
+    secret_key = env.get("SCRM_SECRET_KEY", "")
+    if not secret_key:
+        if not use_sandbox:
+            raise SettingsError(
+                "SCRM_SECRET_KEY is required with a real corp: a long random string for sessions"
+            )
+        secret_key = "sandbox-only-session-key"  # noqa: S105 - sandbox demo only
+
+    log_level = env.get("SCRM_LOG_LEVEL", "INFO").upper()
+    if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise SettingsError(f"SCRM_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
+
+    return Settings(
+        database_url=database_url,
+        wecom_corp_id=corp_id,
+        wecom_secret=secret,
+        wecom_agent_id=agent_id,
+        wecom_token=token,
+        wecom_aes_key=aes_key,
+        wecom_api_base=api_base,
+        callback_max_age_s=_int(env, "SCRM_CALLBACK_MAX_AGE_S", 600),
+        callback_max_body_bytes=_int(env, "SCRM_CALLBACK_MAX_BODY_BYTES", 64 * 1024, minimum=1024),
+        secret_key=secret_key,
+        use_sandbox=use_sandbox,
+        public_url=public_url,
+        wecom_timeout_s=_float(env, "WECOM_TIMEOUT_S", 5.0),
+        outbox_max_attempts=_int(env, "SCRM_OUTBOX_MAX_ATTEMPTS", 8, minimum=1),
+        inbox_max_attempts=_int(env, "SCRM_INBOX_MAX_ATTEMPTS", 8, minimum=1),
+        dispatch_threads=_int(env, "SCRM_DISPATCH_THREADS", 4, minimum=0),
+        log_level=log_level,
+    )
+
+
+def instance_dir(environ: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if environ is None else environ
+    return Path(env.get("SCRM_INSTANCE_DIR", "instance"))

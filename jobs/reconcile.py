@@ -1,0 +1,110 @@
+"""Nightly reconciliation: WeCom does not promise delivery (REFERENCE §1.7), so pull its lists.
+
+Customers per follow user (batch/get_by_user), the tag library and customer groups are pulled and
+upserted; a friendship WeCom no longer lists is closed. WeCom calls happen outside transactions;
+each page is applied in its own short transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+
+from scrm.db import transaction
+from scrm.models import Friendship, FriendshipStatus
+from scrm.services import friends, groups, tags
+from scrm.services.context import Context
+from scrm.timeutil import utcnow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReconcileReport:
+    follow_users: int = 0
+    friendships_seen: int = 0
+    friendships_added: int = 0
+    friendships_closed: int = 0
+    tag_groups: int = 0
+    groups: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def run(ctx: Context) -> ReconcileReport:
+    report = ReconcileReport()
+    gw = ctx.gateway
+    tag_groups = gw.get_corp_tag_list()
+    with transaction(ctx.session_factory) as session:
+        report.tag_groups, _ = tags.sync_library(session, tag_groups)
+
+    userids = gw.list_follow_users()
+    report.follow_users = len(userids)
+    seen: set[tuple[str, str]] = set()
+    for start in range(0, len(userids), 100):  # ≤100 userids per call (REFERENCE §3.2)
+        chunk = userids[start : start + 100]
+        cursor = ""
+        while True:
+            page = gw.batch_get_by_user(chunk, cursor)
+            with transaction(ctx.session_factory) as session:
+                for item in page.get("external_contact_list", []):
+                    contact = item.get("external_contact", {})
+                    follow = dict(item.get("follow_info", {}))
+                    key = (contact.get("external_userid", ""), follow.get("userid", ""))
+                    seen.add(key)
+                    report.friendships_seen += 1
+                    existing = friends.find(session, *key)
+                    if existing is None or existing.status not in (
+                        FriendshipStatus.ACTIVE,
+                        FriendshipStatus.HALF,
+                    ):
+                        if existing is None:
+                            report.friendships_added += 1
+                        friends.record_add(
+                            session,
+                            userid=key[1],
+                            external_userid=key[0],
+                            detail={"external_contact": contact, "follow_user": [follow]},
+                            state=str(follow.get("state") or ""),
+                            is_half=False,
+                            occurred_at=utcnow(),
+                            inbox_id=None,
+                        )
+            cursor = page.get("next_cursor") or ""
+            if not cursor:
+                break
+    with transaction(ctx.session_factory) as session:
+        active = session.scalars(
+            select(Friendship).where(
+                Friendship.status.in_((FriendshipStatus.ACTIVE, FriendshipStatus.HALF)),
+                Friendship.userid.in_(userids) if userids else Friendship.id.is_(None),
+            )
+        )
+        for friendship in active:
+            if (friendship.external_userid, friendship.userid) not in seen:
+                friendship.status = FriendshipStatus.REMOVED_BY_REP
+                friendship.removed_at = utcnow()
+                friendship.removed_by = "reconcile"
+                report.friendships_closed += 1
+
+    cursor = ""
+    while True:
+        page = gw.list_group_chats(cursor)
+        for entry in page.get("group_chat_list", []):
+            detail = gw.get_group_chat(entry["chat_id"])
+            with transaction(ctx.session_factory) as session:
+                groups.upsert_group(session, detail)
+            report.groups += 1
+        cursor = page.get("next_cursor") or ""
+        if not cursor:
+            break
+    log.info("reconcile: %s", report)
+    return report
+
+
+def run_safely(ctx: Context) -> None:
+    try:
+        run(ctx)
+    except Exception:  # noqa: BLE001 - a failed nightly run must not kill the scheduler
+        log.exception("reconcile failed; it runs again tomorrow or by `scrm reconcile`")

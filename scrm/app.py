@@ -1,0 +1,133 @@
+"""Composition root for the web process: settings → Context → Flask app (+ sandbox, scheduler).
+
+``create_app()`` is what gunicorn serves (``scrm.app:create_app()``). It wires the after-ack pool
+(so a web worker starts an event's work the moment it has acknowledged it), mounts the WeCom
+sandbox at ``/sandbox`` when the base URL points at it, and installs logging.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
+
+from config import Settings, instance_dir, load_settings
+from jobs import work
+from scrm.services.context import Context
+from scrm.web import api, callback, console, errors
+from scrm.web.runtime import WebRuntime
+from scrm.wecom.crypto import CallbackCrypto
+
+log = logging.getLogger(__name__)
+
+
+class AfterAckPool:
+    """Background work a web worker starts right after an ack; ``wait_idle`` lets tests settle.
+
+    Welcome messages get their own small executor: their code dies 20 s after the add
+    (doc 92137), so they must never queue behind handler work during a burst of events.
+    """
+
+    def __init__(self, ctx: Context, threads: int) -> None:
+        self._ctx = ctx
+        self._urgent = ThreadPoolExecutor(max_workers=2, thread_name_prefix="welcome") if threads else None
+        self._normal = (
+            ThreadPoolExecutor(max_workers=threads, thread_name_prefix="after-ack") if threads else None
+        )
+        self._pending: set[Future[Any]] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, inbox_id: int | None, welcome_command_id: int | None) -> None:
+        if self._urgent is None or self._normal is None:
+            return  # scheduler-only processing (SCRM_DISPATCH_THREADS=0)
+        if welcome_command_id is not None:
+            self._track(self._urgent.submit(work.send_command_safely, self._ctx, welcome_command_id))
+        self._track(self._normal.submit(work.after_ack, self._ctx, inbox_id, None))
+
+    def _track(self, future: Future[Any]) -> None:
+        with self._lock:
+            self._pending.add(future)
+        future.add_done_callback(self._done)
+
+    def _done(self, future: Future[Any]) -> None:
+        with self._lock:
+            self._pending.discard(future)
+
+    def wait_idle(self, timeout: float = 120.0) -> None:
+        while True:
+            with self._lock:
+                pending = list(self._pending)
+            if not pending:
+                return
+            for future in pending:
+                future.result(timeout=timeout)
+
+    def shutdown(self) -> None:
+        for executor in (self._urgent, self._normal):
+            if executor is not None:
+                executor.shutdown(wait=True)
+
+
+def configure_logging(level: str) -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root.setLevel(level)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    ctx: Context | None = None,
+    mount_sandbox: bool | None = None,
+    sandbox_state_file: Path | None = None,
+) -> Flask:
+    settings = settings or load_settings()
+    configure_logging(settings.log_level)
+    ctx = ctx or Context.build(settings)
+    app = Flask(
+        "scrm.web",
+        template_folder=str(Path(__file__).parent / "web" / "templates"),
+        static_folder=str(Path(__file__).parent / "web" / "static"),
+        static_url_path="/static",
+    )
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        # Callback bodies are capped in the view (413); this caps everything else.
+        MAX_CONTENT_LENGTH=max(settings.callback_max_body_bytes, 2 * 1024 * 1024),
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+    )
+    pool = AfterAckPool(ctx, settings.dispatch_threads)
+    app.extensions["scrm"] = WebRuntime(
+        ctx=ctx,
+        crypto=CallbackCrypto(settings.wecom_token, settings.wecom_aes_key, settings.wecom_corp_id),
+        after_ack=pool,
+    )
+    app.extensions["scrm.pool"] = pool
+    app.register_blueprint(callback.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(console.bp)
+    errors.install(app)
+
+    if mount_sandbox is None:
+        mount_sandbox = settings.use_sandbox and settings.wecom_api_base.startswith(settings.public_url)
+    if mount_sandbox:
+        from scrm.sandbox import Sandbox
+
+        sandbox = Sandbox.create(
+            sandbox_state_file if sandbox_state_file is not None else instance_dir() / "sandbox.json",
+            webhook_url=settings.public_url + "/wecom/callback",
+        )
+        app.extensions["scrm.sandbox"] = sandbox
+        app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {"/sandbox": sandbox.app})  # type: ignore[method-assign]
+    return app
+
+
+def pool_of(app: Flask) -> Any:
+    return app.extensions["scrm.pool"]

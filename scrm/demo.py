@@ -1,0 +1,140 @@
+"""The demo that ``make run`` shows a newcomer: a sandbox corp with friends, channels and a group.
+
+It runs against a live scrm (embedded sandbox): syncs staff and the tag library from the sandbox
+through the real gateway, creates two channel QR codes through the outbox, then asks the sandbox
+driver (over HTTP) to play customers scanning them, editing, deleting and joining a group. It does
+nothing when scrm already holds friendships, so restarts don't duplicate the demo.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import requests
+from sqlalchemy import func, select
+
+from jobs import work
+from scrm.db import transaction
+from scrm.models import Channel, ChannelStatus, Friendship, Staff, StaffRole
+from scrm.services import channels, friends, tags
+from scrm.services.context import Context
+
+log = logging.getLogger(__name__)
+
+DEMO_ROLES = {"wangwu": StaffRole.MANAGER, "admin": StaffRole.ADMIN}
+
+
+def sync_staff(ctx: Context) -> int:
+    """Directory → staff rows (names and active flags) for every member with customer contact."""
+    userids = set(ctx.gateway.list_follow_users())
+    users = [ctx.gateway.get_user(userid) for userid in sorted(userids)]
+    with transaction(ctx.session_factory) as session:
+        for user in users:
+            staff = friends.ensure_staff(session, user["userid"], user.get("name", ""))
+            staff.name = user.get("name") or staff.name
+            staff.is_active = int(user.get("status", 1)) == 1
+    return len(users)
+
+
+def _driver(ctx: Context, action: str, **args: Any) -> dict[str, Any]:
+    base = ctx.settings.wecom_api_base.removesuffix("cgi-bin/")
+    response = requests.post(f"{base}_admin/driver/{action}", json=args, timeout=30)
+    response.raise_for_status()
+    return dict(response.json())
+
+
+def seed(ctx: Context) -> bool:
+    with transaction(ctx.session_factory) as session:
+        if session.scalar(select(func.count()).select_from(Friendship)):
+            log.info("demo: scrm already has friendships; not seeding")
+            return False
+    # Admin and manager exist in the sandbox directory even without customers of their own.
+    for userid in ("admin", "wangwu"):
+        user = ctx.gateway.get_user(userid)
+        with transaction(ctx.session_factory) as session:
+            friends.ensure_staff(session, userid, user.get("name", ""))
+    sync_staff(ctx)
+    library = ctx.gateway.get_corp_tag_list()  # WeCom calls stay outside transactions
+    with transaction(ctx.session_factory) as session:
+        tags.sync_library(session, library)
+        for userid, role in DEMO_ROLES.items():
+            staff = session.scalar(select(Staff).where(Staff.userid == userid))
+            if staff is not None:
+                staff.role = role
+        tag_ids = {name: tag_id for tag_id, name in tags.names(session, _all_tag_ids(session)).items()}
+        expo = channels.create_channel(
+            session,
+            name="2026 上海展会",
+            userids=["zhangsan"],
+            auto_tag_ids=[t for t in [tag_ids.get("展会")] if t],
+            welcome_text="您好，我是张三，感谢在展会上扫码！资料稍后发您。",
+        )
+        web = channels.create_channel(
+            session,
+            name="官网咨询",
+            userids=["lisi"],
+            auto_tag_ids=[t for t in [tag_ids.get("官网")] if t],
+            welcome_text="您好，我是李四，很高兴为您服务。",
+        )
+        states = {"expo": expo.state, "web": web.state}
+    work.drain_outbox(ctx)
+    _wait_channels_active(ctx)
+
+    customers = [
+        ("王小明", "expo", ["13800138000"]),
+        ("李娜", "expo", []),
+        ("陈晨", "web", ["+86 139 0013 9000"]),
+        ("赵雷", "web", []),
+        ("孙丽", "expo", []),
+        ("周杰", "web", []),
+    ]
+    made: list[str] = []
+    for name, channel_key, mobiles in customers:
+        external_userid = _driver(ctx, "new_customer", name=name)["external_userid"]
+        _driver(
+            ctx,
+            "scan_channel",
+            state_or_config_id=states[channel_key],
+            external_userid=external_userid,
+            remark_mobiles=mobiles,
+        )
+        made.append(external_userid)
+    # The same person adds a second rep: one lead, two friendships.
+    _driver(ctx, "add_customer", userid="lisi", external_userid=made[0])
+    _driver(
+        ctx,
+        "edit",
+        userid="zhangsan",
+        external_userid=made[1],
+        remark="李娜-采购经理",
+        description="关注价格",
+    )
+    _driver(ctx, "customer_deletes_rep", userid="lisi", external_userid=made[3])
+    chat = _driver(ctx, "create_group", owner="zhangsan", name="展会客户群", members=[])
+    chat_id = chat.get("chat_id") or chat.get("delivery", {}).get("chat_id")
+    if chat_id:
+        _driver(ctx, "join_group", chat_id=chat_id, external_userid=made[0])
+    log.info("demo: seeded %s customers through channels %s", len(made), states)
+    return True
+
+
+def _all_tag_ids(session: Any) -> list[str]:
+    from scrm.models import Tag
+
+    return list(session.scalars(select(Tag.tag_id).where(Tag.is_deleted.is_(False))))
+
+
+def _wait_channels_active(ctx: Context, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with transaction(ctx.session_factory) as session:
+            pending = session.scalar(
+                select(func.count()).select_from(Channel).where(Channel.status == ChannelStatus.PENDING)
+            )
+        if not pending:
+            return
+        work.drain_outbox(ctx)
+        time.sleep(0.2)
+    raise RuntimeError("demo channels were not created in the sandbox within 20 s; see the outbox page")

@@ -1,0 +1,251 @@
+"""Friendships (好友): add, edit, delete by either side, transfer — and what follows each.
+
+An add records the relation with WeCom's follow_user detail, attributes it to its channel, links
+the person (``people``), applies the channel's auto-tags through the outbox and writes the
+timeline. A customer deleting the rep is churn and alerts the rep; a deletion caused by an
+on-job transfer (``Source=DELETE_BY_TRANSFER``, doc 92130) is not.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from scrm.models import ActivityKind, Friendship, FriendshipStatus, OutboxKind, Staff, TagSource
+from scrm.services import outbox, people, tags, timeline
+from scrm.services.channels import resolve_state
+from scrm.timeutil import from_unix
+
+log = logging.getLogger(__name__)
+
+
+def ensure_staff(session: Session, userid: str, name: str = "") -> Staff:
+    staff = session.scalar(select(Staff).where(Staff.userid == userid))
+    if staff is None:
+        staff = Staff(userid=userid, name=name or userid)
+        session.add(staff)
+        session.flush()
+    elif name and staff.name in ("", staff.userid):
+        staff.name = name
+    return staff
+
+
+def find(session: Session, external_userid: str, userid: str) -> Friendship | None:
+    return session.scalar(
+        select(Friendship).where(Friendship.external_userid == external_userid, Friendship.userid == userid)
+    )
+
+
+def follow_of(detail: dict[str, Any], userid: str) -> dict[str, Any]:
+    for follow in detail.get("follow_user", []) or []:
+        if follow.get("userid") == userid:
+            return dict(follow)
+    return {}
+
+
+def record_add(
+    session: Session,
+    *,
+    userid: str,
+    external_userid: str,
+    detail: dict[str, Any],
+    state: str,
+    is_half: bool,
+    occurred_at: datetime,
+    inbox_id: int | None,
+) -> Friendship:
+    ensure_staff(session, userid)
+    contact_data = dict(detail.get("external_contact") or {"external_userid": external_userid})
+    contact_data.setdefault("external_userid", external_userid)
+    person = people.upsert_external_contact(session, contact_data)
+    follow = follow_of(detail, userid)
+    state = state or str(follow.get("state") or "")
+    resolved = resolve_state(session, state)
+    channel = resolved.channel
+
+    friendship = find(session, external_userid, userid)
+    is_new = friendship is None
+    if friendship is None:
+        friendship = Friendship(external_contact_id=person.id, external_userid=external_userid, userid=userid)
+        session.add(friendship)
+    friendship.status = FriendshipStatus.HALF if is_half else FriendshipStatus.ACTIVE
+    friendship.add_way = int(follow.get("add_way") or friendship.add_way or 0)
+    friendship.state = state[:64]
+    friendship.channel_id = channel.id if channel else friendship.channel_id
+    _copy_follow(friendship, follow)
+    created = follow.get("createtime")
+    friendship.added_at = from_unix(created) if created else occurred_at
+    friendship.removed_at = None
+    friendship.removed_by = None
+    friendship.removal_reason = None
+    session.flush()
+    tags.set_wecom_tags(session, friendship, _corp_tag_ids(follow))
+
+    how = people.link_person(
+        session,
+        person,
+        phones=list(follow.get("remark_mobiles") or []),
+        channel=channel,
+        lead_token=resolved.lead_token,
+        userid=userid,
+    )
+    if channel is not None and channel.auto_tag_ids:
+        added = tags.add_tags(session, friendship, list(channel.auto_tag_ids), TagSource.CHANNEL)
+        if added:
+            outbox.enqueue(
+                session,
+                OutboxKind.MARK_TAG,
+                {"userid": userid, "external_userid": external_userid, "add_tag": added},
+                f"mark_tag:channel:{friendship.id}:{inbox_id or 'direct'}",
+                inbox_event_id=inbox_id,
+            )
+    kind = ActivityKind.FRIEND_HALF_ADDED if is_half else ActivityKind.FRIEND_ADDED
+    via = f" via {channel.name}" if channel else ""
+    timeline.record(
+        session,
+        kind,
+        f"{'添加好友' if is_new else '重新添加好友'} / {userid} added{via}",
+        external_userid=external_userid,
+        userid=userid,
+        lead_id=person.lead_id,
+        customer_id=people.customer_id_of(session, person),
+        occurred_at=occurred_at,
+        data={"state": state, "add_way": friendship.add_way, "linked_by": how},
+    )
+    return friendship
+
+
+def record_edit(
+    session: Session, *, userid: str, external_userid: str, detail: dict[str, Any], occurred_at: datetime
+) -> Friendship | None:
+    friendship = find(session, external_userid, userid)
+    if friendship is None:
+        # An edit for a relation we never saw: the add was missed; heal by recording it now.
+        return record_add(
+            session,
+            userid=userid,
+            external_userid=external_userid,
+            detail=detail,
+            state="",
+            is_half=False,
+            occurred_at=occurred_at,
+            inbox_id=None,
+        )
+    if detail.get("external_contact"):
+        people.upsert_external_contact(session, dict(detail["external_contact"]))
+    follow = follow_of(detail, userid)
+    _copy_follow(friendship, follow)
+    tags.set_wecom_tags(session, friendship, _corp_tag_ids(follow))
+    timeline.record(
+        session,
+        ActivityKind.FRIEND_EDITED,
+        f"{userid} 修改了备注或标签 / edited remark or tags",
+        external_userid=external_userid,
+        userid=userid,
+        occurred_at=occurred_at,
+    )
+    return friendship
+
+
+def record_removal(
+    session: Session,
+    *,
+    userid: str,
+    external_userid: str,
+    by: str,
+    occurred_at: datetime,
+    inbox_id: int | None,
+    source: str = "",
+) -> Friendship | None:
+    """``by``: 'rep' (del_external_contact), 'customer' (del_follow_user) or 'transfer'."""
+    friendship = find(session, external_userid, userid)
+    if friendship is None:
+        log.info(
+            "removal for unknown friendship %s x %s; recorded on the timeline only", external_userid, userid
+        )
+    else:
+        friendship.status = {
+            "rep": FriendshipStatus.REMOVED_BY_REP,
+            "customer": FriendshipStatus.REMOVED_BY_CUSTOMER,
+            "transfer": FriendshipStatus.TRANSFERRED,
+        }[by]
+        friendship.removed_at = occurred_at
+        friendship.removed_by = by
+        friendship.removal_reason = source or None
+    name = friendship.external_contact.name if friendship else external_userid
+    if by == "customer":
+        timeline.record(
+            session,
+            ActivityKind.CUSTOMER_DELETED_REP,
+            f"客户删除了 {userid} / customer deleted the rep",
+            external_userid=external_userid,
+            userid=userid,
+            occurred_at=occurred_at,
+        )
+        # Churn alert to the rep through the app (doc 90236), once per event.
+        outbox.enqueue(
+            session,
+            OutboxKind.MESSAGE_SEND,
+            {
+                "touser": userid,
+                "msgtype": "text",
+                "text": {"content": f"客户流失提醒：{name} 已将你删除。/ Churn alert: {name} deleted you."},
+            },
+            f"churn_alert:{external_userid}:{userid}:{inbox_id or occurred_at.isoformat()}",
+            inbox_event_id=inbox_id,
+        )
+    elif by == "transfer":
+        timeline.record(
+            session,
+            ActivityKind.TRANSFERRED,
+            f"已转接，{userid} 不再跟进 / transferred away from {userid}",
+            external_userid=external_userid,
+            userid=userid,
+            occurred_at=occurred_at,
+        )
+    else:
+        timeline.record(
+            session,
+            ActivityKind.REP_DELETED_CUSTOMER,
+            f"{userid} 删除了客户 / rep deleted the customer",
+            external_userid=external_userid,
+            userid=userid,
+            occurred_at=occurred_at,
+        )
+    return friendship
+
+
+def record_transfer_fail(
+    session: Session, *, userid: str, external_userid: str, reason: str, occurred_at: datetime
+) -> None:
+    # Whether UserID is the taker or the original owner is not documented (REFERENCE §2.1);
+    # we record it as given and leave the friendship untouched.
+    timeline.record(
+        session,
+        ActivityKind.TRANSFER_FAILED,
+        f"转接失败 / transfer failed: {reason}",
+        external_userid=external_userid,
+        userid=userid,
+        occurred_at=occurred_at,
+        data={"reason": reason},
+    )
+
+
+def _copy_follow(friendship: Friendship, follow: dict[str, Any]) -> None:
+    if not follow:
+        return
+    friendship.remark = str(follow.get("remark") or "")[:128]
+    friendship.description = str(follow.get("description") or "")[:512]
+    friendship.remark_corp_name = str(follow.get("remark_corp_name") or "")[:128]
+    friendship.remark_mobiles = [str(m) for m in follow.get("remark_mobiles") or []]
+
+
+def _corp_tag_ids(follow: dict[str, Any]) -> list[str]:
+    # type 1 corp tag, 3 rule-group tag carry ids; type 2 (personal) has none (REFERENCE §3.2)
+    if "tag_id" in follow:
+        return [str(t) for t in follow.get("tag_id") or []]
+    return [str(t["tag_id"]) for t in follow.get("tags") or [] if t.get("tag_id")]

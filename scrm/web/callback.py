@@ -1,0 +1,98 @@
+"""POST/GET /wecom/callback (REFERENCE §1, doc 91116/90968).
+
+GET answers WeCom's URL verification with the decrypted echostr. POST verifies the signature,
+rejects stale timestamps and foreign corp ids, decrypts strictly, parses with a hardened parser,
+stores the event in the inbox, answers an empty 200 at once and leaves the work to the after-ack
+hook. A rejected callback writes no row and logs only why — never the payload.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from flask import Blueprint, Response, request
+
+from scrm.db import transaction
+from scrm.errors import CallbackRejected, CallbackTooLarge, MalformedCallback, StaleCallback, WrongCorp
+from scrm.services import inbox
+from scrm.web.runtime import runtime
+from scrm.wecom.parse import outer_encrypt, parse_envelope
+
+log = logging.getLogger(__name__)
+bp = Blueprint("callback", __name__)
+
+
+def _query() -> tuple[str, str, str]:
+    args = request.args
+    signature, timestamp, nonce = (
+        args.get("msg_signature", ""),
+        args.get("timestamp", ""),
+        args.get("nonce", ""),
+    )
+    if not signature or not timestamp or not nonce:
+        raise MalformedCallback("msg_signature, timestamp and nonce are required query parameters")
+    if not timestamp.isdigit():
+        raise MalformedCallback("timestamp must be Unix seconds")
+    return signature, timestamp, nonce
+
+
+def _check_age(timestamp: str) -> None:
+    max_age = runtime().ctx.settings.callback_max_age_s
+    if max_age and abs(time.time() - int(timestamp)) > max_age:
+        raise StaleCallback(
+            f"timestamp is more than {max_age}s away from our clock (SCRM_CALLBACK_MAX_AGE_S)"
+        )
+
+
+@bp.get("/wecom/callback")
+def verify_url() -> Response:
+    try:
+        signature, timestamp, nonce = _query()
+        echostr = request.args.get("echostr", "")
+        if not echostr:
+            raise MalformedCallback("echostr is required for URL verification")
+        plain = runtime().crypto.verify_url(signature, timestamp, nonce, echostr)
+    except CallbackRejected as exc:
+        return _reject(exc)
+    # WeCom wants the bare plaintext: no quotes, no BOM, no newline (REFERENCE §1.2)
+    return Response(plain, status=200, mimetype="text/plain")
+
+
+@bp.post("/wecom/callback")
+def receive() -> Response:
+    rt = runtime()
+    settings = rt.ctx.settings
+    try:
+        length = request.content_length
+        if length is not None and length > settings.callback_max_body_bytes:
+            raise CallbackTooLarge(f"body over {settings.callback_max_body_bytes} bytes")
+        body = request.get_data(cache=False)
+        if len(body) > settings.callback_max_body_bytes:
+            raise CallbackTooLarge(f"body over {settings.callback_max_body_bytes} bytes")
+        signature, timestamp, nonce = _query()
+        to_user, encrypt = outer_encrypt(body)
+        rt.crypto.verify_signature(signature, timestamp, nonce, encrypt)
+        _check_age(timestamp)
+        if to_user and to_user != settings.wecom_corp_id:
+            raise WrongCorp("ToUserName is not our corp id")
+        plaintext = rt.crypto.decrypt(encrypt)
+        envelope = parse_envelope(plaintext)
+        if envelope.to_user and envelope.to_user != settings.wecom_corp_id:
+            raise WrongCorp("decrypted ToUserName is not our corp id")
+    except CallbackRejected as exc:
+        return _reject(exc)
+
+    with transaction(rt.ctx.session_factory) as session:
+        accepted = inbox.accept(session, envelope, plaintext)
+    if accepted.inbox_id is None:
+        log.debug("duplicate delivery of %s/%s acknowledged", envelope.event, envelope.change_type)
+    else:
+        rt.after_ack(accepted.inbox_id, accepted.welcome_command_id)
+    # Customer-contact events take no passive reply: an empty 200 is the acknowledgement (§1.6).
+    return Response("", status=200)
+
+
+def _reject(exc: CallbackRejected) -> Response:
+    log.info("callback rejected from %s: %s", request.remote_addr, exc.code)
+    return Response(exc.message, status=exc.http_status, mimetype="text/plain")

@@ -1,0 +1,562 @@
+"""The web console (``/console``): friends, person detail with timeline, channels, inbox and outbox.
+
+Server-rendered Jinja pages with bilingual labels (Chinese first). Each view owns one transaction
+(DESIGN §6.1) and renders inside it, so lazy attributes resolve against a live session; the logged-in
+staff member is resolved before that transaction opens (SQLite takes its write lock at BEGIN, so a
+second transaction inside the first would wait on itself). Reps see only their own friends; managers
+see everyone's and the channels; admins also see and replay failed events and dead outbox commands.
+Raw callback payloads and full phone numbers never reach a template.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from flask import Blueprint, flash, redirect, render_template, request, session, url_for
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, defer, selectinload, sessionmaker
+from werkzeug.wrappers import Response
+
+from scrm.db import transaction
+from scrm.errors import Conflict, Forbidden, InvalidInput, NotFound
+from scrm.models import (
+    ActivityKind,
+    Channel,
+    ChannelStatus,
+    Contact,
+    Customer,
+    CustomerKind,
+    ExternalContact,
+    FriendshipStatus,
+    InboxEvent,
+    InboxStatus,
+    LeadStatus,
+    OutboxCommand,
+    OutboxStatus,
+    Staff,
+    StaffRole,
+    Tag,
+)
+from scrm.services import channels as channel_service
+from scrm.services import inbox, outbox, people, queries, tags, timeline
+from scrm.timeutil import SHANGHAI
+from scrm.web import auth
+from scrm.web.auth import current_staff, login_required, role_required
+from scrm.web.runtime import runtime
+
+bp = Blueprint("console", __name__, url_prefix="/console")
+
+PAGE_SIZES = (20, 50, 100, 200)
+DEFAULT_PAGE = 50
+
+LABELS: dict[type, dict[str, str]] = {
+    FriendshipStatus: {
+        "active": "正常 Active",
+        "half": "待通过 Half-added",
+        "removed_by_rep": "员工删除 Removed by rep",
+        "removed_by_customer": "客户删除 Deleted by customer",
+        "transferred": "已转接 Transferred",
+    },
+    ChannelStatus: {"pending": "生成中 Pending", "active": "可用 Active", "failed": "失败 Failed"},
+    InboxStatus: {
+        "pending": "待处理 Pending",
+        "processing": "处理中 Processing",
+        "done": "已完成 Done",
+        "failed": "失败待重试 Failed",
+        "dead": "死信 Dead",
+        "ignored": "已忽略 Ignored",
+    },
+    OutboxStatus: {
+        "pending": "待发送 Pending",
+        "sending": "发送中 Sending",
+        "sent": "已发送 Sent",
+        "dead": "死信 Dead",
+        "expired": "已过期 Expired",
+    },
+    ActivityKind: {
+        "friend_added": "添加好友 Friend added",
+        "friend_half_added": "单向添加 Half-added",
+        "friend_edited": "资料变更 Friend edited",
+        "rep_deleted_customer": "员工删除客户 Rep deleted customer",
+        "customer_deleted_rep": "客户删除员工 Customer deleted rep",
+        "transferred": "转接 Transferred",
+        "transfer_failed": "转接失败 Transfer failed",
+        "joined_group": "入群 Joined group",
+        "left_group": "退群 Left group",
+        "lead_created": "新线索 Lead created",
+        "linked": "关联 Linked",
+        "note": "跟进记录 Note",
+    },
+    LeadStatus: {
+        "new": "新线索 New",
+        "contacted": "已联系 Contacted",
+        "qualified": "已确认 Qualified",
+        "converted": "已转化 Converted",
+        "disqualified": "无效 Disqualified",
+    },
+    CustomerKind: {"company": "企业 Company", "person": "个人 Person"},
+    StaffRole: {r.value: label for r, label in auth.ROLE_LABELS.items()},
+}
+
+FRIEND_STATUS_FILTERS = {"active": "有效 Active", "removed": "已流失 Removed", "all": "全部 All"}
+INBOX_TABS = [("", "全部 All"), ("problem", "失败/死信 Failed/dead")] + [
+    (s.value, LABELS[InboxStatus][s.value]) for s in InboxStatus
+]
+OUTBOX_TABS = [("", "全部 All"), ("dead", "死信 Dead letters")] + [
+    (s.value, LABELS[OutboxStatus][s.value]) for s in OutboxStatus if s is not OutboxStatus.DEAD
+]
+
+
+# --- request plumbing ------------------------------------------------------------------------
+
+
+@bp.before_request
+def _before() -> None:
+    auth.check_csrf()
+    # Resolve the staff member now, outside any view transaction (see module docstring).
+    current_staff()
+
+
+@bp.context_processor
+def _template_globals() -> dict[str, Any]:
+    return {
+        "staff": current_staff(),
+        "csrf_token": auth.csrf_token,
+        "label": label,
+        "StaffRole": StaffRole,
+    }
+
+
+@bp.app_template_filter("sh_time")
+def sh_time(moment: datetime | None) -> str:
+    """Aware UTC → Asia/Shanghai wall clock, which is what every user of the console reads."""
+    if moment is None:
+        return "—"
+    return moment.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def label(value: Any) -> str:
+    for enum_cls, names in LABELS.items():
+        if isinstance(value, enum_cls):
+            return names.get(value.value, value.value)
+    return "" if value is None else str(value)
+
+
+def mask_phone(raw: str | None) -> str:
+    """Never a full number on a page: normalise, then keep only the +CC+3 prefix and last four."""
+    if not raw:
+        return ""
+    e164 = people.normalise_phone(raw) or (raw if raw.startswith("+") else None)
+    if e164 and len(e164) > 10:
+        return people.mask_phone(e164)
+    digits = "".join(ch for ch in raw if ch.isdigit())
+    return "****" + digits[-4:] if len(digits) > 4 else "****"
+
+
+def _int_arg(name: str, default: int, maximum: int) -> int:
+    raw = request.args.get(name, "")
+    if raw == "":
+        return default
+    if not raw.isdigit():
+        raise InvalidInput(f"{name} 必须是非负整数 / {name} must be a non-negative whole number")
+    return min(int(raw), maximum)
+
+
+def _page_urls(endpoint: str, offset: int, limit: int, has_next: bool) -> tuple[str | None, str | None]:
+    params = {k: v for k, v in request.args.items() if k != "offset"}
+
+    def url(new_offset: int) -> str:
+        query = urlencode({**params, "offset": new_offset}) if new_offset else urlencode(params)
+        return url_for(endpoint) + ("?" + query if query else "")
+
+    prev_url = url(max(offset - limit, 0)) if offset > 0 else None
+    next_url = url(offset + limit) if has_next else None
+    return prev_url, next_url
+
+
+def _staff_names(db: Session) -> dict[str, str]:
+    return {userid: name or userid for userid, name in db.execute(select(Staff.userid, Staff.name))}
+
+
+def _active_staff(db: Session) -> list[Staff]:
+    return list(db.scalars(select(Staff).where(Staff.is_active.is_(True)).order_by(Staff.name, Staff.userid)))
+
+
+def _live_tags(db: Session) -> list[Tag]:
+    return list(
+        db.scalars(
+            select(Tag)
+            .options(selectinload(Tag.group))
+            .where(Tag.is_deleted.is_(False))
+            .order_by(Tag.order, Tag.name)
+        )
+    )
+
+
+def _factory() -> sessionmaker[Session]:
+    return runtime().ctx.session_factory
+
+
+def _me() -> auth.StaffInfo:
+    staff = current_staff()
+    if staff is None:  # the decorators guarantee one; this keeps the type checker honest
+        raise Forbidden("请先登录 / Log in first.")
+    return staff
+
+
+# --- login / logout --------------------------------------------------------------------------
+
+
+@bp.get("/")
+@login_required
+def index() -> Response:
+    return redirect(url_for("console.friends"))
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> Response | str:
+    settings = runtime().ctx.settings
+    next_url = auth.safe_next(request.values.get("next"))
+    if request.method == "POST":
+        if not settings.use_sandbox:
+            raise Forbidden("员工选择登录仅用于沙箱 / Picking a staff member is only for the sandbox; "
+                            "use Login with WeCom.")
+        auth.log_in(request.form.get("userid", "").strip())
+        session.pop(auth.SESSION_NEXT, None)
+        return redirect(next_url or url_for("console.friends"))
+    staff_list: list[Staff] = []
+    if settings.use_sandbox:
+        with transaction(_factory()) as db:
+            staff_list = _active_staff(db)
+    return render_template(
+        "login.html", staff_list=staff_list, sandbox=settings.use_sandbox, next_url=next_url
+    )
+
+
+@bp.get("/login/wecom")
+def login_wecom() -> Response:
+    """Start WeCom web OAuth (snsapi_base, doc 91022); the state ties the callback to this browser."""
+    settings = runtime().ctx.settings
+    next_url = auth.safe_next(request.args.get("next"))
+    if next_url:
+        session[auth.SESSION_NEXT] = next_url
+    state = auth.new_oauth_state()
+    redirect_uri = settings.public_url + url_for("console.oauth_callback")
+    target = (
+        "https://open.weixin.qq.com/connect/oauth2/authorize"
+        f"?appid={quote(settings.wecom_corp_id, safe='')}"
+        f"&redirect_uri={quote(redirect_uri, safe='')}"
+        "&response_type=code&scope=snsapi_base"
+        f"&state={quote(state, safe='')}"
+        f"&agentid={settings.wecom_agent_id}#wechat_redirect"
+    )
+    return redirect(target)
+
+
+@bp.get("/oauth/callback")
+def oauth_callback() -> Response:
+    auth.pop_oauth_state(request.args.get("state", ""))
+    code = request.args.get("code", "")
+    if not code:
+        raise Forbidden("企业微信未返回授权码 / WeCom sent no login code; start the login again.")
+    # A WeCom read, outside any transaction; a WeComError renders as an error page.
+    info = runtime().ctx.gateway.get_user_info(code)
+    userid = info.get("userid") or info.get("UserId")
+    if not userid:
+        raise Forbidden("只有企业成员可以登录 / Only members of this corp can log in to the console.")
+    auth.log_in(str(userid))
+    next_url = auth.safe_next(session.pop(auth.SESSION_NEXT, None))
+    return redirect(next_url or url_for("console.friends"))
+
+
+@bp.route("/logout", methods=["GET", "POST"])
+def logout() -> Response | str:
+    if request.method == "POST":
+        auth.log_out()
+        flash("已退出 / Logged out.", "success")
+        return redirect(url_for("console.login"))
+    return render_template("logout.html")
+
+
+# --- friends ---------------------------------------------------------------------------------
+
+
+@bp.get("/friends")
+@login_required
+def friends() -> str:
+    me = _me()
+    limit = _int_arg("limit", DEFAULT_PAGE, max(PAGE_SIZES))
+    offset = _int_arg("offset", 0, 10**9)
+    status = request.args.get("status", "active")
+    if status not in FRIEND_STATUS_FILTERS:
+        raise InvalidInput("status 只能是 active、removed 或 all / status must be active, removed or all")
+    # Reps are pinned to themselves whatever the query string says.
+    userid = (request.args.get("userid") or None) if me.sees_everyone else me.userid
+    channel_id = _int_arg("channel_id", 0, 2**62) or None
+    tag_id = request.args.get("tag_id") or None
+    f = queries.FriendFilter(
+        userid=userid,
+        channel_id=channel_id,
+        tag_id=tag_id,
+        status=None if status == "all" else status,
+        limit=limit + 1,  # one extra row tells us whether there is a next page
+        offset=offset,
+    )
+    with transaction(_factory()) as db:
+        rows = queries.list_friends(db, f)
+        has_next = len(rows) > limit
+        rows = rows[:limit]
+        tag_names = tags.names(db, sorted({link.tag_id for row in rows for link in row.tags}))
+        prev_url, next_url = _page_urls("console.friends", offset, limit, has_next)
+        return render_template(
+            "friends.html",
+            rows=rows,
+            tag_names=tag_names,
+            staff_names=_staff_names(db),
+            rep_options=_active_staff(db) if me.sees_everyone else [],
+            channel_options=list(db.scalars(select(Channel).order_by(Channel.name))),
+            tag_options=_live_tags(db),
+            status_options=FRIEND_STATUS_FILTERS,
+            page_sizes=PAGE_SIZES,
+            filters={
+                "userid": userid or "",
+                "channel_id": channel_id,
+                "tag_id": tag_id or "",
+                "status": status,
+                "limit": limit,
+            },
+            offset=offset,
+            prev_url=prev_url,
+            next_url=next_url,
+        )
+
+
+@bp.get("/friends/<external_userid>")
+@login_required
+def friend_detail(external_userid: str) -> str:
+    me = _me()
+    with transaction(_factory()) as db:
+        everyone = queries.FriendFilter(external_userid=external_userid, limit=1000)
+        friendships = queries.list_friends(db, everyone)
+        # Access is decided before existence, so a rep cannot probe which ids exist.
+        if not me.sees_everyone and not any(fr.userid == me.userid for fr in friendships):
+            raise Forbidden("你不是该客户的跟进人 / You can only view people who are (or were) your friends.")
+        person = db.scalar(
+            select(ExternalContact)
+            .where(ExternalContact.external_userid == external_userid)
+            .options(selectinload(ExternalContact.lead), selectinload(ExternalContact.contact))
+        )
+        if person is None:
+            raise NotFound(f"没有这个客户 / No person with external_userid {external_userid!r}.")
+        customer_id = person.contact.customer_id if person.contact else (
+            person.lead.customer_id if person.lead else None
+        )
+        customer = None
+        if customer_id is not None:
+            customer = db.scalar(
+                select(Customer).where(Customer.id == customer_id).options(selectinload(Customer.contacts))
+            )
+        tag_names = tags.names(db, sorted({link.tag_id for fr in friendships for link in fr.tags}))
+        return render_template(
+            "friend_detail.html",
+            person=person,
+            lead=person.lead,
+            customer=customer,
+            contacts=sorted(customer.contacts, key=lambda c: c.id) if customer else list[Contact](),
+            friendships=friendships,
+            tag_names=tag_names,
+            staff_names=_staff_names(db),
+            activities=timeline.for_person(db, external_userid),
+            mask_phone=mask_phone,
+        )
+
+
+# --- channels --------------------------------------------------------------------------------
+
+
+@bp.route("/channels", methods=["GET", "POST"])
+@role_required(StaffRole.MANAGER, StaffRole.ADMIN)
+def channels() -> Response | tuple[str, int]:
+    form: dict[str, Any] = {"name": "", "userids": [], "auto_tag_ids": [], "welcome_text": ""}
+    error: str | None = None
+    if request.method == "POST":
+        form = {
+            "name": request.form.get("name", ""),
+            "userids": request.form.getlist("userids"),
+            "auto_tag_ids": request.form.getlist("auto_tag_ids"),
+            "welcome_text": request.form.get("welcome_text", ""),
+        }
+        try:
+            with transaction(_factory()) as db:
+                _check_choices(db, form["userids"], form["auto_tag_ids"])
+                channel_service.create_channel(
+                    db,
+                    name=form["name"],
+                    userids=form["userids"],
+                    auto_tag_ids=form["auto_tag_ids"],
+                    welcome_text=form["welcome_text"],
+                )
+        except InvalidInput as exc:
+            error = exc.message
+        else:
+            # The scheduler drains the outbox each second anyway; this only shortens the wait.
+            runtime().after_ack(None, None)
+            flash("已创建，二维码生成中 / Created; QR code is being generated", "success")
+            return redirect(url_for("console.channels"))
+    with transaction(_factory()) as db:
+        page = render_template(
+            "channels.html",
+            channels=list(db.scalars(select(Channel).order_by(Channel.id.desc()))),
+            counts=channel_service.add_counts(db),
+            staff_names=_staff_names(db),
+            tag_names={t.tag_id: t.name for t in db.scalars(select(Tag))},
+            staff_options=_active_staff(db),
+            tag_options=_live_tags(db),
+            form=form,
+            error=error,
+        )
+    return page, 400 if error else 200
+
+
+def _check_choices(db: Session, userids: list[str], tag_ids: list[str]) -> None:
+    """The selects only offer active staff and live tags; a hand-made POST gets a clear message."""
+    if userids:
+        active = select(Staff.userid).where(Staff.userid.in_(userids), Staff.is_active.is_(True))
+        known = set(db.scalars(active))
+        unknown = sorted(set(userids) - known)
+        if unknown:
+            raise InvalidInput(f"这些员工不存在或已停用 / Unknown or inactive reps: {', '.join(unknown)}")
+    if tag_ids:
+        live = set(db.scalars(select(Tag.tag_id).where(Tag.tag_id.in_(tag_ids), Tag.is_deleted.is_(False))))
+        gone = sorted(set(tag_ids) - live)
+        if gone:
+            raise InvalidInput(f"这些标签不存在或已删除 / Unknown or deleted tags: {', '.join(gone)}")
+
+
+# --- inbox events (admin) --------------------------------------------------------------------
+
+
+@bp.get("/events")
+@role_required(StaffRole.ADMIN)
+def events() -> str:
+    status = request.args.get("status", "")
+    if status not in dict(INBOX_TABS):
+        raise InvalidInput(f"未知状态 / Unknown status {status!r}")
+    limit = _int_arg("limit", DEFAULT_PAGE, max(PAGE_SIZES))
+    offset = _int_arg("offset", 0, 10**9)
+    # The payload is decrypted customer data: never loaded for a list, never rendered.
+    stmt = select(InboxEvent).options(defer(InboxEvent.payload)).order_by(InboxEvent.id.desc())
+    if status == "problem":
+        stmt = stmt.where(InboxEvent.status.in_((InboxStatus.FAILED, InboxStatus.DEAD)))
+    elif status:
+        stmt = stmt.where(InboxEvent.status == InboxStatus(status))
+    with transaction(_factory()) as db:
+        rows = list(db.scalars(stmt.limit(limit + 1).offset(offset)))
+        counts = _status_counts(db, InboxEvent.status)
+        has_next = len(rows) > limit
+        prev_url, next_url = _page_urls("console.events", offset, limit, has_next)
+        return render_template(
+            "events.html",
+            rows=rows[:limit],
+            tabs=INBOX_TABS,
+            status=status,
+            counts=_tab_counts(counts, {"problem": (InboxStatus.FAILED, InboxStatus.DEAD)}),
+            prev_url=prev_url,
+            next_url=next_url,
+        )
+
+
+@bp.post("/events/replay")
+@role_required(StaffRole.ADMIN)
+def replay_events() -> Response:
+    ids = _ids(request.form.getlist("ids"))
+    back = url_for("console.events", status=request.form.get("status") or None)
+    if not ids:
+        flash("请先勾选要重放的事件 / Tick the events to replay first.", "warning")
+        return redirect(back)
+    with transaction(_factory()) as db:
+        replayed = inbox.reset_for_replay(db, ids)
+    # Only after the commit: the worker must see the reset row.
+    for inbox_id in replayed:
+        runtime().after_ack(inbox_id, None)
+    skipped = sorted(set(ids) - set(replayed))
+    message = f"已重放 {len(replayed)} 条 / Replayed {len(replayed)} event(s)"
+    if replayed:
+        message += ": " + ", ".join(f"#{i}" for i in replayed)
+    if skipped:
+        message += f"；跳过处理中的 / skipped (being processed): {', '.join(f'#{i}' for i in skipped)}"
+    flash(message, "success" if replayed else "warning")
+    return redirect(back)
+
+
+def _ids(raw: list[str]) -> list[int]:
+    if not all(value.isdigit() for value in raw):
+        raise InvalidInput("编号必须是整数 / ids must be whole numbers")
+    return sorted({int(value) for value in raw})
+
+
+def _status_counts(db: Session, column: Any) -> dict[Any, int]:
+    return {status: n for status, n in db.execute(select(column, func.count()).group_by(column))}
+
+
+def _tab_counts(by_status: dict[Any, int], groups: dict[str, tuple[Any, ...]]) -> dict[str, int]:
+    counts = {str(s.value if hasattr(s, "value") else s): n for s, n in by_status.items()}
+    counts[""] = sum(by_status.values())
+    for key, members in groups.items():
+        counts[key] = sum(counts.get(m.value, 0) for m in members)
+    return counts
+
+
+# --- outbox (admin) --------------------------------------------------------------------------
+
+
+@bp.get("/outbox")
+@role_required(StaffRole.ADMIN)
+def outbox_list() -> str:
+    status = request.args.get("status", "")
+    if status not in dict(OUTBOX_TABS):
+        raise InvalidInput(f"未知状态 / Unknown status {status!r}")
+    limit = _int_arg("limit", DEFAULT_PAGE, max(PAGE_SIZES))
+    offset = _int_arg("offset", 0, 10**9)
+    # Payloads and results can hold message text and customer ids: keep them off the page.
+    stmt = (
+        select(OutboxCommand)
+        .options(defer(OutboxCommand.payload), defer(OutboxCommand.result))
+        .order_by(OutboxCommand.id.desc())
+    )
+    if status:
+        stmt = stmt.where(OutboxCommand.status == OutboxStatus(status))
+    with transaction(_factory()) as db:
+        rows = list(db.scalars(stmt.limit(limit + 1).offset(offset)))
+        counts = _status_counts(db, OutboxCommand.status)
+        has_next = len(rows) > limit
+        prev_url, next_url = _page_urls("console.outbox_list", offset, limit, has_next)
+        return render_template(
+            "outbox.html",
+            rows=rows[:limit],
+            tabs=OUTBOX_TABS,
+            status=status,
+            counts=_tab_counts(counts, {}),
+            OutboxStatus=OutboxStatus,
+            prev_url=prev_url,
+            next_url=next_url,
+        )
+
+
+@bp.post("/outbox/<int:command_id>/retry")
+@role_required(StaffRole.ADMIN)
+def retry_outbox(command_id: int) -> Response:
+    back = url_for("console.outbox_list", status=request.form.get("status") or None)
+    try:
+        with transaction(_factory()) as db:
+            if db.get(OutboxCommand, command_id) is None:
+                raise NotFound(f"没有这条命令 / Outbox command {command_id} does not exist.")
+            outbox.retry_dead(db, command_id)
+    except Conflict as exc:
+        flash(f"无法重试 / Cannot retry: {exc.message}", "error")
+        return redirect(back)
+    runtime().after_ack(None, None)
+    flash(f"已重新排队 #{command_id} / Command #{command_id} queued again.", "success")
+    return redirect(back)

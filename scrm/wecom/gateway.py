@@ -1,0 +1,266 @@
+"""The WeCom server-API gateway: wechatpy's work client behind a small interface.
+
+One class serves the real WeCom and the sandbox; only ``WECOM_API_BASE`` differs. The access token
+lives in the database (``TokenStore``) so every web worker and scheduler replica shares one token
+(REFERENCE §3.1). wechatpy's own auto-retry loops without a counter on bad tokens, so it is off:
+this module refreshes once on 40014/42001 and translates every failure into ``scrm.errors``
+(REFERENCE §4 retry policy: -1/6000/45033/45035/41063 retryable, 45009 back off, rest final).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import requests
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session, sessionmaker
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
+from wechatpy.exceptions import WeChatClientException
+from wechatpy.session import SessionStorage
+from wechatpy.work import WeChatClient
+
+from scrm.db import transaction
+from scrm.errors import WeComError, WeComRateLimited, WeComRejected, WeComRetryable, WeComTokenInvalid
+from scrm.models import OutboxKind, WeComToken
+from scrm.timeutil import utcnow
+
+log = logging.getLogger(__name__)
+
+IDEMPOTENCY_HEADER = "X-Scrm-Idempotency-Key"
+RETRYABLE_ERRCODES = frozenset({-1, 6000, 45033, 45035, 41063})
+TOKEN_ERRCODES = frozenset({40014, 42001})
+RATE_LIMITED = 45009
+
+# Every WeCom write scrm makes, by outbox kind: the endpoint it posts to.
+WRITE_ENDPOINTS: dict[OutboxKind, str] = {
+    OutboxKind.SEND_WELCOME_MSG: "externalcontact/send_welcome_msg",  # doc 92137
+    OutboxKind.MARK_TAG: "externalcontact/mark_tag",  # doc 92118
+    OutboxKind.REMARK: "externalcontact/remark",  # doc 92115
+    OutboxKind.ADD_CONTACT_WAY: "externalcontact/add_contact_way",  # doc 92228
+    OutboxKind.MESSAGE_SEND: "message/send",  # doc 90236
+    OutboxKind.ADD_MSG_TEMPLATE: "externalcontact/add_msg_template",  # doc 92135
+    OutboxKind.TRANSFER_CUSTOMER: "externalcontact/transfer_customer",  # doc 92125
+}
+
+
+class TokenStore(SessionStorage):  # type: ignore[misc]
+    """wechatpy session storage backed by the ``wecom_tokens`` table, with a small local cache."""
+
+    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+        self._factory = session_factory
+        self._cache: dict[str, tuple[Any, float | None]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        now = utcnow().timestamp()
+        with self._lock:
+            hit = self._cache.get(key)
+        if hit is not None and (hit[1] is None or hit[1] > now):
+            return hit[0]
+        with self._factory() as session:
+            row = session.get(WeComToken, key)
+            if row is None or (row.expires_at is not None and row.expires_at.timestamp() <= now):
+                return default
+            value: Any = row.value
+            if key.endswith("_expires_at"):
+                value = int(value)
+            expires = row.expires_at.timestamp() if row.expires_at else None
+        with self._lock:
+            self._cache[key] = (value, expires)
+        return value
+
+    def set(self, key: str, value: Any, ttl: int | None = None) -> None:
+        expires_at = utcnow() + timedelta(seconds=ttl) if ttl else None
+        with transaction(self._factory) as session:
+            row = session.get(WeComToken, key)
+            if row is None:
+                session.add(WeComToken(key=key, value=str(value), expires_at=expires_at))
+            else:
+                row.value, row.expires_at = str(value), expires_at
+        with self._lock:
+            self._cache[key] = (value, expires_at.timestamp() if expires_at else None)
+
+    def delete(self, key: str) -> None:
+        with transaction(self._factory) as session:
+            session.execute(delete(WeComToken).where(WeComToken.key == key))
+        with self._lock:
+            self._cache.pop(key, None)
+
+    def peek(self, key: str) -> str | None:
+        with self._factory() as session:
+            return session.scalar(select(WeComToken.value).where(WeComToken.key == key))
+
+
+class _Client(WeChatClient):  # type: ignore[misc]
+    """wechatpy's work client, pointed at our base URL (its gettoken URL is hard-coded)."""
+
+    def fetch_access_token(self) -> dict[str, Any]:
+        return self._fetch_access_token(  # type: ignore[no-any-return]
+            url=self.API_BASE_URL + "gettoken",
+            params={"corpid": self.corp_id, "corpsecret": self.secret},
+        )
+
+    def _fetch_access_token(self, url: str, params: dict[str, str]) -> dict[str, Any]:
+        # wechatpy's version sends no timeout; a hung gettoken would hang the scheduler.
+        http_get = self._http.get
+
+        def get_with_timeout(**kwargs: Any) -> requests.Response:
+            return http_get(timeout=self.timeout, **kwargs)
+
+        self._http.get = get_with_timeout
+        try:
+            return super()._fetch_access_token(url, params)  # type: ignore[no-any-return]
+        finally:
+            self._http.get = http_get
+
+
+@dataclass
+class WeComGateway:
+    corp_id: str
+    secret: str
+    agent_id: int
+    api_base: str
+    timeout_s: float
+    token_store: SessionStorage
+
+    def __post_init__(self) -> None:
+        self._local = threading.local()
+
+    @property
+    def _client(self) -> _Client:
+        # requests.Session is not thread-safe enough to share across dispatch threads.
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = _Client(
+                self.corp_id, self.secret, session=self.token_store, timeout=self.timeout_s, auto_retry=False
+            )
+            client.API_BASE_URL = self.api_base
+            self._local.client = client
+        return client
+
+    # --- the one primitive -------------------------------------------------------------------
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        body: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """One API call; refreshes the token once on 40014/42001; raises scrm.errors.WeCom*."""
+        for attempt in (1, 2):
+            try:
+                return self._raw(method, path, params, body, idempotency_key)
+            except WeComTokenInvalid:
+                if attempt == 2:
+                    raise
+                log.info("WeCom token rejected on %s; refreshing once", path)
+                self.token_store.delete(self._client.access_token_key)
+                self.token_store.delete(self._client.access_token_expires_at_key)
+        raise AssertionError("unreachable")
+
+    def _raw(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None,
+        body: dict[str, Any] | None,
+        idempotency_key: str | None,
+    ) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"params": dict(params or {})}
+        if body is not None:
+            kwargs["data"] = body
+        if idempotency_key:
+            # Honoured by the sandbox; real WeCom ignores unknown headers. Real WeCom's own
+            # guards are single-use codes (41051) and message/send's duplicate check.
+            kwargs["headers"] = {IDEMPOTENCY_HEADER: idempotency_key, "Content-Type": "application/json"}
+        try:
+            result = self._client._request(method, path, **kwargs)
+        except WeChatClientException as exc:
+            raise translate(exc.errcode, str(exc.errmsg), path) from None
+        except requests.Timeout:
+            raise WeComRetryable(f"WeCom {path} timed out after {self.timeout_s}s") from None
+        except requests.RequestException as exc:
+            raise WeComRetryable(f"WeCom {path} unreachable: {type(exc).__name__}") from None
+        if not isinstance(result, dict):
+            raise WeComRetryable(f"WeCom {path} returned a non-JSON body")
+        return result
+
+    # --- reads: a couple of quick retries, then let the caller's own backoff take over -------
+
+    def read(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        return _read_retry(lambda: self.call(method, path, **kwargs))
+
+    def get_external_contact(self, external_userid: str) -> dict[str, Any]:
+        return self.read("get", "externalcontact/get", params={"external_userid": external_userid})
+
+    def get_user(self, userid: str) -> dict[str, Any]:
+        return self.read("get", "user/get", params={"userid": userid})
+
+    def get_corp_tag_list(self, group_ids: list[str] | None = None) -> list[dict[str, Any]]:
+        body: dict[str, Any] = {"group_id": group_ids} if group_ids else {}
+        return list(self.read("post", "externalcontact/get_corp_tag_list", body=body).get("tag_group", []))
+
+    def get_group_chat(self, chat_id: str) -> dict[str, Any]:
+        result = self.read("post", "externalcontact/groupchat/get", body={"chat_id": chat_id, "need_name": 1})
+        return dict(result.get("group_chat", {}))
+
+    def list_follow_users(self) -> list[str]:
+        return list(self.read("get", "externalcontact/get_follow_user_list").get("follow_user", []))
+
+    def batch_get_by_user(self, userids: list[str], cursor: str = "") -> dict[str, Any]:
+        # wechatpy's batch_get_by_user sends the deprecated single `userid` (REFERENCE §5.5)
+        body = {"userid_list": userids, "cursor": cursor, "limit": 100}
+        return self.read("post", "externalcontact/batch/get_by_user", body=body)
+
+    def list_group_chats(self, cursor: str = "") -> dict[str, Any]:
+        return self.read("post", "externalcontact/groupchat/list", body={"cursor": cursor, "limit": 1000})
+
+    def get_user_info(self, code: str) -> dict[str, Any]:
+        # auth/getuserinfo, not wechatpy's oauth.get_user_info (old path, `UserId` keys; REFERENCE §3.12)
+        return self.call("get", "auth/getuserinfo", params={"code": code})
+
+    # --- writes: exactly one attempt; the outbox owns retries and backoff --------------------
+
+    def execute(self, kind: OutboxKind, payload: dict[str, Any], idempotency_key: str) -> dict[str, Any]:
+        body = dict(payload)
+        if kind is OutboxKind.MESSAGE_SEND:
+            body.setdefault("agentid", self.agent_id)
+            # WeCom's own duplicate guard for app messages (doc 90236), on top of our key.
+            body.setdefault("enable_duplicate_check", 1)
+            body.setdefault("duplicate_check_interval", 1800)
+        return self.call("post", WRITE_ENDPOINTS[kind], body=body, idempotency_key=idempotency_key)
+
+
+def translate(errcode: int | None, errmsg: str, path: str) -> WeComError:
+    if errcode is None:
+        return WeComRetryable(f"WeCom {path} answered with an HTTP error")
+    if errcode in TOKEN_ERRCODES:
+        return WeComTokenInvalid(f"WeCom {path}: access token rejected ({errcode})", errcode)
+    if errcode == RATE_LIMITED:
+        return WeComRateLimited(f"WeCom {path}: call frequency exceeded (45009)", errcode)
+    if errcode in RETRYABLE_ERRCODES:
+        return WeComRetryable(f"WeCom {path}: busy ({errcode} {errmsg})", errcode)
+    return WeComRejected(f"WeCom {path}: {errcode} {errmsg}", errcode)
+
+
+def _read_retry(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    @retry(
+        retry=retry_if_exception(
+            lambda e: isinstance(e, WeComRetryable) and not isinstance(e, WeComRateLimited)
+        ),
+        stop=stop_after_attempt(3),
+        wait=wait_exponential(multiplier=0.1, max=1.0),
+        reraise=True,
+    )
+    def attempt() -> dict[str, Any]:
+        return fn()
+
+    return attempt()
