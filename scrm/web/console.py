@@ -11,6 +11,7 @@ Raw callback payloads and full phone numbers never reach a template.
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -25,7 +26,6 @@ from scrm.models import (
     ActivityKind,
     Channel,
     ChannelStatus,
-    Contact,
     Customer,
     CustomerKind,
     ExternalContact,
@@ -51,7 +51,7 @@ bp = Blueprint("console", __name__, url_prefix="/console")
 PAGE_SIZES = (20, 50, 100, 200)
 DEFAULT_PAGE = 50
 
-LABELS: dict[type, dict[str, str]] = {
+LABELS: dict[type[StrEnum], dict[str, str]] = {
     FriendshipStatus: {
         "active": "正常 Active",
         "half": "待通过 Half-added",
@@ -138,9 +138,11 @@ def sh_time(moment: datetime | None) -> str:
 
 
 def label(value: Any) -> str:
+    """The bilingual label of a status/kind enum member; anything else as plain text."""
     for enum_cls, names in LABELS.items():
         if isinstance(value, enum_cls):
-            return names.get(value.value, value.value)
+            raw = str(value)  # StrEnum: str() is the stored value
+            return names.get(raw, raw)
     return "" if value is None else str(value)
 
 
@@ -364,7 +366,7 @@ def friend_detail(external_userid: str) -> str:
             person=person,
             lead=person.lead,
             customer=customer,
-            contacts=sorted(customer.contacts, key=lambda c: c.id) if customer else list[Contact](),
+            contacts=sorted(customer.contacts, key=lambda c: c.id) if customer else [],
             friendships=friendships,
             tag_names=tag_names,
             staff_names=_staff_names(db),

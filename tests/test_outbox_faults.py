@@ -1,0 +1,128 @@
+"""Sandbox fault run: 20% of WeCom calls fail with -1 / 45009 / 42001 / timeouts, yet every outbox
+command eventually succeeds exactly once (DESIGN §4 outbox; REFERENCE §4 retry policy).
+
+Time is moved with ``frozen_clock`` instead of slept on: backoffs, welcome-code lifetimes and
+token expiry in scrm and in the sandbox all read the same injected clock.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from jobs import work
+from scrm.db import transaction
+from scrm.models import InboxEvent, InboxStatus, OutboxCommand, OutboxKind, OutboxStatus
+from scrm.services import channels, outbox
+from scrm.timeutil import frozen_clock, utcnow
+from tests.conftest import build_scrm
+
+
+@pytest.fixture
+def faulty_scrm(clean_db, sandbox_server):
+    # A short client timeout so the sandbox's "timeout" fault (apply, then answer late) is real.
+    harness, server = build_scrm(
+        clean_db, sandbox_server, WECOM_TIMEOUT_S="0.4", SCRM_OUTBOX_MAX_ATTEMPTS="12"
+    )
+    yield harness
+    harness.app.extensions["scrm.pool"].wait_idle()
+    server.shutdown()
+    harness.app.extensions["scrm.pool"].shutdown()
+    harness.ctx.engine.dispose()
+
+
+def open_work(scrm):
+    with scrm.session() as session:
+        inbox_ids = list(
+            session.scalars(
+                select(InboxEvent.id).where(
+                    InboxEvent.status.in_((InboxStatus.PENDING, InboxStatus.FAILED, InboxStatus.PROCESSING))
+                )
+            )
+        )
+        pending = session.scalar(
+            select(OutboxCommand.id)
+            .where(OutboxCommand.status.in_((OutboxStatus.PENDING, OutboxStatus.SENDING)))
+            .limit(1)
+        )
+    return inbox_ids, pending
+
+
+def test_every_command_succeeds_exactly_once_under_twenty_percent_faults(faulty_scrm):
+    scrm = faulty_scrm
+    state = scrm.sandbox.state
+    with frozen_clock(utcnow()) as advance:
+        state.set_faults(
+            {
+                "error_rate": 0.2,
+                "errcodes": [-1, 45009, 42001, "timeout"],
+                "timeout_sleep_s": 0.6,
+                "seed": 20261125,
+            }
+        )
+        with transaction(scrm.ctx.session_factory) as session:
+            made = [
+                channels.create_channel(
+                    session,
+                    name=f"渠道{i}",
+                    userids=["zhangsan", "lisi"][i % 2 :][:1],
+                    welcome_text=f"欢迎{i}",
+                )
+                for i in range(4)
+            ]
+            states = [c.state for c in made]
+        rounds = 0
+        while any(c for c in open_work(scrm)[1:]) and rounds < 200:
+            work.drain_outbox(scrm.ctx)
+            advance(timedelta(seconds=65))
+            rounds += 1
+        # Customers scan the four codes; adds need a fetch, a welcome, a channel tag; some churn.
+        customers = [state.add_customer(f"客户{i}") for i in range(24)]
+        for i, ext in enumerate(customers):
+            way = state.find_contact_way(states[i % 4])
+            assert way is not None, "the channel's contact way was created in the sandbox"
+            scrm.driver.scan_channel(states[i % 4], ext)
+        for ext in customers[:6]:
+            userid = state.relations_of_customer(ext)[0]["userid"]
+            scrm.driver.customer_deletes_rep(userid, ext)
+        with transaction(scrm.ctx.session_factory) as session:
+            for i, ext in enumerate(customers[6:16]):  # a write no flow produces yet takes the same path
+                userid = state.relations_of_customer(ext)[0]["userid"]
+                payload = {"userid": userid, "external_userid": ext, "remark": f"备注{i}"}
+                outbox.enqueue(session, OutboxKind.REMARK, payload, f"remark:test:{i}")
+        scrm.app.extensions["scrm.pool"].wait_idle()
+
+        for rounds in range(400):
+            inbox_ids, pending = open_work(scrm)
+            if not inbox_ids and pending is None:
+                break
+            for inbox_id in inbox_ids:
+                work.process_event(scrm.ctx, inbox_id)
+            work.drain_outbox(scrm.ctx)
+            # Small steps first (welcome codes live 20 s), then big ones for 45009 backoffs.
+            advance(timedelta(seconds=0.5 if rounds < 30 else 90))
+        state.set_faults({"error_rate": 0.0, "forced": []})
+
+    injected = {code: n for code, n in state.errcode_counts.items() if code != 0}
+    assert sum(injected.values()) >= 10, f"the fault knob must actually have fired: {injected}"
+    with scrm.session() as session:
+        commands = session.scalars(select(OutboxCommand)).all()
+        events = session.scalars(select(InboxEvent)).all()
+    assert {e.status for e in events} == {InboxStatus.DONE}
+    kinds = Counter(c.kind for c in commands)
+    assert kinds[OutboxKind.SEND_WELCOME_MSG] == 24 and kinds[OutboxKind.MESSAGE_SEND] == 6
+    assert kinds[OutboxKind.ADD_CONTACT_WAY] == 4 and kinds[OutboxKind.REMARK] == 10
+    assert Counter(c.status for c in commands) == Counter({OutboxStatus.SENT: len(commands)}), [
+        (c.kind, c.status, c.last_error) for c in commands if c.status is not OutboxStatus.SENT
+    ]
+    assert any(c.attempts > 1 for c in commands), "some commands needed retries"
+    # Exactly once on WeCom's side: each command's key applied once, nothing applied without a key.
+    applied = Counter(effect["idempotency_key"] for effect in state.effects)
+    assert set(applied) == {c.idempotency_key for c in commands}
+    assert set(applied.values()) == {1}
+    assert (
+        len(state.welcome_messages) == 24 and len({m["welcome_code"] for m in state.welcome_messages}) == 24
+    )
