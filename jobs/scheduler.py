@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
@@ -18,7 +19,13 @@ log = logging.getLogger(__name__)
 def build_scheduler(ctx: Context, *, blocking: bool = False) -> BaseScheduler:
     scheduler: BaseScheduler = (BlockingScheduler if blocking else BackgroundScheduler)(timezone=SHANGHAI)
     common = {"max_instances": 1, "coalesce": True, "misfire_grace_time": 30}
+    pool = ThreadPoolExecutor(
+        max_workers=max(ctx.settings.dispatch_threads, 2), thread_name_prefix="dispatch"
+    )
     scheduler.add_job(work.drain_outbox, "interval", seconds=1, args=[ctx], id="drain_outbox", **common)
-    scheduler.add_job(work.retry_inbox, "interval", seconds=2, args=[ctx], id="retry_inbox", **common)
+    # Fast: web workers with SCRM_DISPATCH_THREADS=0 leave every event to this tick.
+    scheduler.add_job(
+        work.dispatch_inbox, "interval", seconds=0.5, args=[ctx, pool], id="dispatch_inbox", **common
+    )
     scheduler.add_job(reconcile.run_safely, "cron", hour=3, minute=17, args=[ctx], id="reconcile", **common)
     return scheduler

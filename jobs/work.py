@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 import handlers
 from scrm.db import transaction
-from scrm.errors import WeComError
+from scrm.errors import WeComError, WeComRetryable
 from scrm.models import InboxStatus, OutboxCommand, OutboxStatus
 from scrm.services import inbox, outbox
 from scrm.services.context import Context
@@ -21,49 +24,70 @@ log = logging.getLogger(__name__)
 current_event_id: ContextVar[int | None] = ContextVar("current_event_id", default=None)
 
 
+@dataclass
+class Outcome:
+    status: InboxStatus | None  # None: held by another worker, or waiting behind an earlier event
+    next_id: int | None = None  # the next event about the same customer, now first in line
+    queued: list[int] = field(default_factory=list)  # outbox rows the handler wrote
+
+
 def process_event(
-    ctx: Context, inbox_id: int, *, force: bool = False, follow_line: bool = True
+    ctx: Context, inbox_id: int, *, force: bool = False, follow_line: bool = True, send_queued: bool = False
 ) -> InboxStatus | None:
     """Claim one inbox row, run its handler, record the outcome; then the next row in its line.
 
     Returns the final status of ``inbox_id`` or None when another worker holds it or an earlier
-    event about the same customer is still open.
+    event about the same customer is still open. With ``send_queued`` the WeCom writes the handler
+    queued are sent right away instead of waiting for the outbox tick.
     """
     result: InboxStatus | None = None
     next_id: int | None = inbox_id
     first = True
     while next_id is not None:
-        status, ordering_key = _process_one(ctx, next_id, force=force and first)
+        outcome = _process_one(ctx, next_id, force=force and first)
         if first:
-            result = status
+            result = outcome.status
         first = False
-        if status is None or not follow_line:
-            break
-        with transaction(ctx.session_factory) as session:
-            next_id = inbox.next_in_line(session, ordering_key, next_id)
+        if send_queued:
+            for command_id in outcome.queued:
+                send_command(ctx, command_id)
+        next_id = outcome.next_id if follow_line else None
     return result
 
 
-def _process_one(ctx: Context, inbox_id: int, *, force: bool) -> tuple[InboxStatus | None, str]:
+def _process_one(ctx: Context, inbox_id: int, *, force: bool) -> Outcome:
     token = current_event_id.set(inbox_id)
     try:
         with transaction(ctx.session_factory) as session:
             row = inbox.claim(session, inbox_id, force=force)
             if row is None:
-                return None, ""
+                return Outcome(None)
             payload, ordering_key = row.payload, row.ordering_key
         try:
             envelope = parse_envelope(payload)
             handler = handlers.lookup(envelope)
-            if handler is None:
-                with transaction(ctx.session_factory) as session:
-                    inbox.mark_done(session, inbox_id, InboxStatus.IGNORED)
-                return InboxStatus.IGNORED, ordering_key
-            prepared = handler.prepare(ctx.gateway, envelope)  # WeCom reads, outside any transaction
+            prepared = (
+                handler.prepare(ctx.gateway, envelope) if handler else None
+            )  # WeCom reads: no transaction
+            # One transaction applies the event, closes its row and finds what comes next.
             with transaction(ctx.session_factory) as session:
-                handler.apply(session, envelope, prepared, inbox_id)
-                inbox.mark_done(session, inbox_id)
-            return InboxStatus.DONE, ordering_key
+                if handler is None:
+                    status = InboxStatus.IGNORED
+                else:
+                    handler.apply(session, envelope, prepared, inbox_id)
+                    status = InboxStatus.DONE
+                inbox.mark_done(session, inbox_id, status)
+                session.flush()
+                queued = list(
+                    session.scalars(
+                        select(OutboxCommand.id).where(
+                            OutboxCommand.inbox_event_id == inbox_id,
+                            OutboxCommand.status == OutboxStatus.PENDING,
+                        )
+                    )
+                )
+                next_id = inbox.next_in_line(session, ordering_key, inbox_id)
+            return Outcome(status, next_id, queued)
         except Exception as exc:  # noqa: BLE001 - any handler failure is recorded, never raised to WeCom
             error = f"{type(exc).__name__}: {exc}"
             if not isinstance(exc, WeComError | OperationalError):
@@ -72,21 +96,30 @@ def _process_one(ctx: Context, inbox_id: int, *, force: bool) -> tuple[InboxStat
                 log.warning("inbox %s handler failed: %s", inbox_id, error)
             with transaction(ctx.session_factory) as session:
                 row2 = inbox.mark_failed(session, inbox_id, error, ctx.settings.inbox_max_attempts)
-                return row2.status, ordering_key
+                return Outcome(row2.status)
     finally:
         current_event_id.reset(token)
 
 
-def send_command(ctx: Context, command_id: int) -> bool:
-    """Claim one outbox row and send it; True when it was sent (or found already done)."""
+def send_command(ctx: Context, command_id: int, *, claimed: bool = False) -> bool:
+    """Claim one outbox row and send it; True when it was sent (or found already done).
+
+    ``claimed``: the caller already holds the row (a welcome claimed in the accept transaction).
+    """
     with transaction(ctx.session_factory) as session:
-        command = outbox.claim(session, command_id)
+        command = outbox.held(session, command_id) if claimed else outbox.claim(session, command_id)
         if command is None:
             return False
-        kind, payload, key = command.kind, dict(command.payload), command.idempotency_key
+        kind, payload = command.kind, dict(command.payload)
+        # The key WeCom-side dedupe sees also names the row's creation instant: a rebuilt
+        # database reuses ids, and its new writes must not be taken for replays of old ones.
+        key = f"{command.idempotency_key}@{command.created_at.timestamp():.6f}"
     try:
         result = ctx.gateway.execute(kind, payload, key)  # outside any transaction
-    except WeComError as error:
+    except Exception as exc:  # noqa: BLE001 - release the claim whatever happened; never leave it leased
+        error = exc if isinstance(exc, WeComError) else WeComRetryable(f"{type(exc).__name__} while sending")
+        if not isinstance(exc, WeComError):
+            log.exception("outbox %s (%s) failed unexpectedly", command_id, kind)
         with transaction(ctx.session_factory) as session:
             command = outbox.record_failure(session, command_id, error, ctx.settings.outbox_max_attempts)
             log.info(
@@ -103,14 +136,6 @@ def send_command(ctx: Context, command_id: int) -> bool:
     return True
 
 
-def send_command_safely(ctx: Context, command_id: int) -> bool:
-    try:
-        return send_command(ctx, command_id)
-    except Exception:  # noqa: BLE001 - background thread: the outbox tick retries
-        log.exception("sending outbox %s failed; the scheduler will retry", command_id)
-        return False
-
-
 def drain_outbox(ctx: Context, limit: int = 200) -> int:
     """Send every due outbox row; returns how many were sent."""
     with transaction(ctx.session_factory) as session:
@@ -118,37 +143,45 @@ def drain_outbox(ctx: Context, limit: int = 200) -> int:
     return sum(1 for command_id in ids if send_command(ctx, command_id))
 
 
-def retry_inbox(ctx: Context, limit: int = 200) -> int:
+def retry_inbox(ctx: Context, limit: int = 200, *, grace: timedelta = timedelta(seconds=3)) -> int:
+    """Process due inbox rows: failed ones past their backoff, and pending ones older than
+    ``grace`` (a web worker normally takes fresh rows itself)."""
     with transaction(ctx.session_factory) as session:
-        ids = inbox.due_ids(session, limit)
+        ids = inbox.due_ids(session, limit, min_age=grace)
     done = 0
     for inbox_id in ids:
-        if process_event(ctx, inbox_id) in (InboxStatus.DONE, InboxStatus.IGNORED):
+        if process_event(ctx, inbox_id, send_queued=True) in (InboxStatus.DONE, InboxStatus.IGNORED):
             done += 1
     return done
 
 
-def after_ack(ctx: Context, inbox_id: int | None, welcome_command_id: int | None) -> None:
-    """What a web worker does right after acknowledging a callback, off the request thread.
+def dispatch_inbox(ctx: Context, pool: ThreadPoolExecutor, limit: int = 500) -> int:
+    """The scheduler's fast tick: process every due event, in parallel across customers.
 
-    The welcome goes first (its code dies in 20 s), then the handler, then the writes it queued.
-    Anything that fails here is picked up by the scheduler's ticks.
+    Rows are claimed one by one with compare-and-set, so a web worker (or another scheduler
+    replica) working the same rows never runs an event twice.
     """
+    with transaction(ctx.session_factory) as session:
+        ids = inbox.due_ids(session, limit, min_age=timedelta(0))
+    if not ids:
+        return 0
+    results = list(pool.map(lambda i: process_event(ctx, i, send_queued=True), ids))
+    return sum(1 for r in results if r in (InboxStatus.DONE, InboxStatus.IGNORED))
+
+
+def after_ack(ctx: Context, inbox_id: int | None) -> None:
+    """What a web worker does right after acknowledging a callback, off the request thread:
+    run the handler, then send the writes it queued. Anything left is picked up by the ticks."""
     try:
-        if welcome_command_id is not None:
-            send_command(ctx, welcome_command_id)
         if inbox_id is not None:
-            process_event(ctx, inbox_id)
-            with transaction(ctx.session_factory) as session:
-                queued = list(
-                    session.scalars(
-                        select(OutboxCommand.id).where(
-                            OutboxCommand.inbox_event_id == inbox_id,
-                            OutboxCommand.status == OutboxStatus.PENDING,
-                        )
-                    )
-                )
-            for command_id in queued:
-                send_command(ctx, command_id)
+            process_event(ctx, inbox_id, send_queued=True)
     except Exception:  # noqa: BLE001 - background thread: log and leave it to the ticks
         log.exception("after-ack work for inbox %s failed; the scheduler will retry", inbox_id)
+
+
+def send_welcome(ctx: Context, command_id: int) -> None:
+    """Send a welcome the accept transaction already claimed; its code dies in 20 s."""
+    try:
+        send_command(ctx, command_id, claimed=True)
+    except Exception:  # noqa: BLE001 - background thread: the outbox tick retries after the lease
+        log.exception("sending welcome %s failed; the scheduler will retry", command_id)

@@ -29,25 +29,25 @@ log = logging.getLogger(__name__)
 class AfterAckPool:
     """Background work a web worker starts right after an ack; ``wait_idle`` lets tests settle.
 
-    Welcome messages get their own small executor: their code dies 20 s after the add
-    (doc 92137), so they must never queue behind handler work during a burst of events.
+    Welcome messages get their own executor: their code dies 20 s after the add (doc 92137), so
+    they never queue behind handler work. Handlers run here only with SCRM_DISPATCH_THREADS > 0
+    (the embedded default); otherwise the scheduler's dispatch tick runs them.
     """
 
     def __init__(self, ctx: Context, threads: int) -> None:
         self._ctx = ctx
-        self._urgent = ThreadPoolExecutor(max_workers=2, thread_name_prefix="welcome") if threads else None
-        self._normal = (
+        self._welcome = ThreadPoolExecutor(max_workers=8, thread_name_prefix="welcome")
+        self._handlers = (
             ThreadPoolExecutor(max_workers=threads, thread_name_prefix="after-ack") if threads else None
         )
         self._pending: set[Future[Any]] = set()
         self._lock = threading.Lock()
 
     def __call__(self, inbox_id: int | None, welcome_command_id: int | None) -> None:
-        if self._urgent is None or self._normal is None:
-            return  # scheduler-only processing (SCRM_DISPATCH_THREADS=0)
         if welcome_command_id is not None:
-            self._track(self._urgent.submit(work.send_command_safely, self._ctx, welcome_command_id))
-        self._track(self._normal.submit(work.after_ack, self._ctx, inbox_id, None))
+            self._track(self._welcome.submit(work.send_welcome, self._ctx, welcome_command_id))
+        if self._handlers is not None and inbox_id is not None:
+            self._track(self._handlers.submit(work.after_ack, self._ctx, inbox_id))
 
     def _track(self, future: Future[Any]) -> None:
         with self._lock:
@@ -68,7 +68,7 @@ class AfterAckPool:
                 future.result(timeout=timeout)
 
     def shutdown(self) -> None:
-        for executor in (self._urgent, self._normal):
+        for executor in (self._welcome, self._handlers):
             if executor is not None:
                 executor.shutdown(wait=True)
 
@@ -78,6 +78,9 @@ def configure_logging(level: str) -> None:
     if not root.handlers:
         logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     root.setLevel(level)
+    # Tick-by-tick scheduler chatter and per-request access lines drown what matters at INFO.
+    for noisy in ("apscheduler", "waitress.queue"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def create_app(

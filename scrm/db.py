@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, Engine, MetaData, String, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -68,6 +69,24 @@ class StrEnumType(TypeDecorator[enum.StrEnum]):
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON(), list[str]: JSON()}
+
+
+def _dialect_insert(session: Session, model: Any) -> Any:
+    module: Any = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return module.insert(model)
+
+
+def insert_ignore(session: Session, model: Any, values: dict[str, Any], conflict: list[str]) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING for rows concurrency races on; returns the new id or None."""
+    stmt = _dialect_insert(session, model).values(**values).on_conflict_do_nothing(index_elements=conflict)
+    return session.execute(stmt.returning(model.id)).scalar_one_or_none()
+
+
+def upsert(session: Session, model: Any, values: dict[str, Any], conflict: list[str]) -> None:
+    """INSERT … ON CONFLICT DO UPDATE: last writer wins (e.g. the shared access token)."""
+    stmt = _dialect_insert(session, model).values(**values)
+    updates = {k: stmt.excluded[k] for k in values if k not in conflict}
+    session.execute(stmt.on_conflict_do_update(index_elements=conflict, set_=updates))
 
 
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:

@@ -41,8 +41,10 @@ def sync_staff(ctx: Context) -> int:
 def _driver(ctx: Context, action: str, **args: Any) -> dict[str, Any]:
     base = ctx.settings.wecom_api_base.removesuffix("cgi-bin/")
     response = requests.post(f"{base}_admin/driver/{action}", json=args, timeout=30)
-    response.raise_for_status()
-    return dict(response.json())
+    body = response.json()
+    if response.status_code >= 400 or not body.get("ok"):
+        raise RuntimeError(f"sandbox driver {action} failed: {body.get('error', response.status_code)}")
+    return {"result": body.get("result")}
 
 
 def seed(ctx: Context) -> bool:
@@ -92,7 +94,7 @@ def seed(ctx: Context) -> bool:
     ]
     made: list[str] = []
     for name, channel_key, mobiles in customers:
-        external_userid = _driver(ctx, "new_customer", name=name)["external_userid"]
+        external_userid = str(_driver(ctx, "new_customer", name=name)["result"])
         _driver(
             ctx,
             "scan_channel",
@@ -112,8 +114,8 @@ def seed(ctx: Context) -> bool:
         description="关注价格",
     )
     _driver(ctx, "customer_deletes_rep", userid="lisi", external_userid=made[3])
-    chat = _driver(ctx, "create_group", owner="zhangsan", name="展会客户群", members=[])
-    chat_id = chat.get("chat_id") or chat.get("delivery", {}).get("chat_id")
+    chat = _driver(ctx, "create_group", owner="zhangsan", name="展会客户群", members=[])["result"]
+    chat_id = chat.get("chat_id")
     if chat_id:
         _driver(ctx, "join_group", chat_id=chat_id, external_userid=made[0])
     log.info("demo: seeded %s customers through channels %s", len(made), states)

@@ -61,6 +61,7 @@ def test_thousand_adds_delivered_three_times_from_sixteen_threads(scrm):
                 select(OutboxCommand.attempts).where(OutboxCommand.kind == OutboxKind.SEND_WELCOME_MSG)
             )
         )
+    print("welcome latency p50/p99/max", _welcome_latency_report(scrm))
     assert welcome_statuses == Counter({OutboxStatus.SENT: EVENTS})
     assert attempts == Counter({1: EVENTS})
     # WeCom's side: every code used exactly once, no second send attempted.
@@ -68,3 +69,17 @@ def test_thousand_adds_delivered_three_times_from_sixteen_threads(scrm):
     assert len(sent_codes) == EVENTS and set(sent_codes.values()) == {1}
     welcome_calls = state.call_counts["externalcontact/send_welcome_msg"]
     assert welcome_calls == EVENTS
+
+
+def _welcome_latency_report(scrm):  # debugging aid, not a test
+    from scrm.models import InboxEvent as I
+    from scrm.models import OutboxCommand as O
+
+    with scrm.session() as session:
+        rows = session.execute(
+            select(O.sent_at, I.received_at)
+            .join(I, O.inbox_event_id == I.id)
+            .where(O.kind == OutboxKind.SEND_WELCOME_MSG, O.sent_at.is_not(None))
+        ).all()
+    lat = sorted((s - r).total_seconds() for s, r in rows)
+    return lat[len(lat) // 2], lat[int(len(lat) * 0.99) - 1], lat[-1]

@@ -58,78 +58,164 @@ SECRET_PAYLOAD = "<xml><Secret>do-not-show-13812348000</Secret></xml>"
 
 def seed(factory: sessionmaker[Session]) -> None:
     with transaction(factory) as db:
-        db.add_all([
-            Staff(userid="alice", name="Alice 李", role=StaffRole.REP),
-            Staff(userid="bob", name="Bob 王", role=StaffRole.REP),
-            Staff(userid="mia", name="Mia 经理", role=StaffRole.MANAGER),
-            Staff(userid="ada", name="Ada 管理", role=StaffRole.ADMIN),
-            Staff(userid="zed", name="Zed 离职", role=StaffRole.REP, is_active=False),
-        ])
+        db.add_all(
+            [
+                Staff(userid="alice", name="Alice 李", role=StaffRole.REP),
+                Staff(userid="bob", name="Bob 王", role=StaffRole.REP),
+                Staff(userid="mia", name="Mia 经理", role=StaffRole.MANAGER),
+                Staff(userid="ada", name="Ada 管理", role=StaffRole.ADMIN),
+                Staff(userid="zed", name="Zed 离职", role=StaffRole.REP, is_active=False),
+            ]
+        )
         group = TagGroup(group_id="g1", name="客户等级")
         db.add(group)
         db.flush()
-        db.add_all([
-            Tag(tag_id="t_vip", name="VIP", tag_group_id=group.id),
-            Tag(tag_id="t_expo", name="展会客户", tag_group_id=group.id),
-            Tag(tag_id="t_old", name="旧标签", tag_group_id=group.id, is_deleted=True),
-        ])
-        expo = Channel(name="2026 展会", state="cexpo001", userids=["alice", "bob"], auto_tag_ids=["t_expo"],
-                       welcome_text="欢迎来到展位！", status=ChannelStatus.ACTIVE, config_id="cfg1")
+        db.add_all(
+            [
+                Tag(tag_id="t_vip", name="VIP", tag_group_id=group.id),
+                Tag(tag_id="t_expo", name="展会客户", tag_group_id=group.id),
+                Tag(tag_id="t_old", name="旧标签", tag_group_id=group.id, is_deleted=True),
+            ]
+        )
+        expo = Channel(
+            name="2026 展会",
+            state="cexpo001",
+            userids=["alice", "bob"],
+            auto_tag_ids=["t_expo"],
+            welcome_text="欢迎来到展位！",
+            status=ChannelStatus.ACTIVE,
+            config_id="cfg1",
+        )
         db.add(expo)
         db.flush()
         acme = Customer(kind=CustomerKind.COMPANY, name="Acme 科技")
         db.add(acme)
         db.flush()
         contact = Contact(customer_id=acme.id, name="王小美", phone_e164="+8613812348000")
-        lead = Lead(name="王小美", phone_e164="+8613812348000", source="channel", channel_id=expo.id,
-                    customer_id=acme.id)
+        lead = Lead(
+            name="王小美",
+            phone_e164="+8613812348000",
+            source="channel",
+            channel_id=expo.id,
+            customer_id=acme.id,
+        )
         db.add_all([contact, lead])
         db.flush()
-        amy = ExternalContact(external_userid="wm_amy", name="王小美 Amy", corp_name="Acme 科技",
-                              lead_id=lead.id, contact_id=contact.id)
+        amy = ExternalContact(
+            external_userid="wm_amy",
+            name="王小美 Amy",
+            corp_name="Acme 科技",
+            lead_id=lead.id,
+            contact_id=contact.id,
+        )
         ben = ExternalContact(external_userid="wm_ben", name="Ben 陈")
         cat = ExternalContact(external_userid="wm_cat", name="Cat 赵")
         db.add_all([amy, ben, cat])
         db.flush()
-        f_amy = Friendship(external_contact_id=amy.id, external_userid="wm_amy", userid="alice",
-                           state="cexpo001", channel_id=expo.id, remark="王总",
-                           remark_mobiles=["13812348000"], added_at=T0)
+        f_amy = Friendship(
+            external_contact_id=amy.id,
+            external_userid="wm_amy",
+            userid="alice",
+            state="cexpo001",
+            channel_id=expo.id,
+            remark="王总",
+            remark_mobiles=["13812348000"],
+            added_at=T0,
+        )
         f_amy.tags.append(FriendshipTag(tag_id="t_vip", source=TagSource.WECOM))
         f_amy.tags.append(FriendshipTag(tag_id="t_expo", source=TagSource.CHANNEL))
-        f_ben = Friendship(external_contact_id=ben.id, external_userid="wm_ben", userid="bob",
-                           status=FriendshipStatus.REMOVED_BY_CUSTOMER, added_at=T0 - timedelta(days=3),
-                           removed_at=T0 - timedelta(days=1), removed_by="customer")
-        f_cat = Friendship(external_contact_id=cat.id, external_userid="wm_cat", userid="bob",
-                           channel_id=expo.id, added_at=T0 + timedelta(hours=1))
+        f_ben = Friendship(
+            external_contact_id=ben.id,
+            external_userid="wm_ben",
+            userid="bob",
+            status=FriendshipStatus.REMOVED_BY_CUSTOMER,
+            added_at=T0 - timedelta(days=3),
+            removed_at=T0 - timedelta(days=1),
+            removed_by="customer",
+        )
+        f_cat = Friendship(
+            external_contact_id=cat.id,
+            external_userid="wm_cat",
+            userid="bob",
+            channel_id=expo.id,
+            added_at=T0 + timedelta(hours=1),
+        )
         db.add_all([f_amy, f_ben, f_cat])
-        db.add_all([
-            Activity(kind=ActivityKind.FRIEND_ADDED, external_userid="wm_amy", userid="alice",
-                     summary="通过「2026 展会」添加 Added via expo", occurred_at=T0),
-            Activity(kind=ActivityKind.NOTE, external_userid="wm_amy", userid="alice",
-                     summary="约了下周二演示 Demo booked for Tuesday", occurred_at=T0 + timedelta(days=1)),
-        ])
-        db.add_all([
-            InboxEvent(dedupe_key="d1", msg_type="event", event="change_external_contact",
-                       change_type="add_external_contact", payload=SECRET_PAYLOAD, status=InboxStatus.DEAD,
-                       attempts=8, last_error="KeyError: 'UserID'", received_at=T0),
-            InboxEvent(dedupe_key="d2", msg_type="event", event="change_external_contact",
-                       change_type="del_follow_user", payload=SECRET_PAYLOAD, status=InboxStatus.DONE,
-                       attempts=1, received_at=T0, processed_at=T0),
-        ])
-        db.add_all([
-            OutboxCommand(idempotency_key="mark_tag:1", kind=OutboxKind.MARK_TAG, payload={"x": 1},
-                          status=OutboxStatus.DEAD, attempts=8, last_errcode=-1, last_error="system busy"),
-            OutboxCommand(idempotency_key="remark:1", kind=OutboxKind.REMARK, payload={"x": 2},
-                          status=OutboxStatus.SENT, attempts=1, sent_at=T0),
-        ])
+        db.add_all(
+            [
+                Activity(
+                    kind=ActivityKind.FRIEND_ADDED,
+                    external_userid="wm_amy",
+                    userid="alice",
+                    summary="通过「2026 展会」添加 Added via expo",
+                    occurred_at=T0,
+                ),
+                Activity(
+                    kind=ActivityKind.NOTE,
+                    external_userid="wm_amy",
+                    userid="alice",
+                    summary="约了下周二演示 Demo booked for Tuesday",
+                    occurred_at=T0 + timedelta(days=1),
+                ),
+            ]
+        )
+        db.add_all(
+            [
+                InboxEvent(
+                    dedupe_key="d1",
+                    msg_type="event",
+                    event="change_external_contact",
+                    change_type="add_external_contact",
+                    payload=SECRET_PAYLOAD,
+                    status=InboxStatus.DEAD,
+                    attempts=8,
+                    last_error="KeyError: 'UserID'",
+                    received_at=T0,
+                ),
+                InboxEvent(
+                    dedupe_key="d2",
+                    msg_type="event",
+                    event="change_external_contact",
+                    change_type="del_follow_user",
+                    payload=SECRET_PAYLOAD,
+                    status=InboxStatus.DONE,
+                    attempts=1,
+                    received_at=T0,
+                    processed_at=T0,
+                ),
+            ]
+        )
+        db.add_all(
+            [
+                OutboxCommand(
+                    idempotency_key="mark_tag:1",
+                    kind=OutboxKind.MARK_TAG,
+                    payload={"x": 1},
+                    status=OutboxStatus.DEAD,
+                    attempts=8,
+                    last_errcode=-1,
+                    last_error="system busy",
+                ),
+                OutboxCommand(
+                    idempotency_key="remark:1",
+                    kind=OutboxKind.REMARK,
+                    payload={"x": 2},
+                    status=OutboxStatus.SENT,
+                    attempts=1,
+                    sent_at=T0,
+                ),
+            ]
+        )
 
 
 def build_app(tmp_path: Path) -> Flask:
-    settings = load_settings({
-        "SCRM_DATABASE_URL": f"sqlite:///{tmp_path / 'console.db'}",
-        "SCRM_DISPATCH_THREADS": "0",
-        "SCRM_INSTANCE_DIR": str(tmp_path),
-    })
+    settings = load_settings(
+        {
+            "SCRM_DATABASE_URL": f"sqlite:///{tmp_path / 'console.db'}",
+            "SCRM_DISPATCH_THREADS": "0",
+            "SCRM_INSTANCE_DIR": str(tmp_path),
+        }
+    )
     app = create_app(settings, mount_sandbox=False)
     ctx = app.extensions["scrm"].ctx
     Base.metadata.create_all(ctx.engine)
@@ -189,8 +275,9 @@ def test_login_picker_lists_active_staff_and_logs_in(client: FlaskClient) -> Non
     assert "Alice 李" in page and "Mia 经理" in page
     assert "zed" not in page  # inactive staff cannot be picked
     token = csrf(client)
-    resp = client.post("/console/login", data={"userid": "mia", "csrf_token": token,
-                                               "next": "/console/friends?status=all"})
+    resp = client.post(
+        "/console/login", data={"userid": "mia", "csrf_token": token, "next": "/console/friends?status=all"}
+    )
     assert resp.status_code == 302 and resp.headers["Location"].endswith("/console/friends?status=all")
     page = client.get("/console/friends").get_data(as_text=True)
     assert "Mia 经理" in page and "经理 Manager" in page
@@ -210,8 +297,9 @@ def test_login_refuses_inactive_unknown_and_forged_posts(client: FlaskClient) ->
 
 def test_open_redirect_is_ignored(client: FlaskClient) -> None:
     token = csrf(client)
-    resp = client.post("/console/login", data={"userid": "alice", "csrf_token": token,
-                                               "next": "//evil.example/console"})
+    resp = client.post(
+        "/console/login", data={"userid": "alice", "csrf_token": token, "next": "//evil.example/console"}
+    )
     assert resp.headers["Location"].endswith("/console/friends")
 
 
@@ -353,10 +441,16 @@ def test_friends_pagination(client: FlaskClient) -> None:
 
 def test_manager_creates_channel(app: Flask, client: FlaskClient, acks: list[Any]) -> None:
     login(client, "mia")
-    resp = client.post("/console/channels", data={
-        "csrf_token": token_of(client), "name": "官网 Website", "userids": ["alice", "bob"],
-        "auto_tag_ids": ["t_vip"], "welcome_text": "您好！",
-    })
+    resp = client.post(
+        "/console/channels",
+        data={
+            "csrf_token": token_of(client),
+            "name": "官网 Website",
+            "userids": ["alice", "bob"],
+            "auto_tag_ids": ["t_vip"],
+            "welcome_text": "您好！",
+        },
+    )
     assert resp.status_code == 302
     page = client.get("/console/channels").get_data(as_text=True)
     assert "已创建，二维码生成中 / Created; QR code is being generated" in page
@@ -373,22 +467,30 @@ def test_manager_creates_channel(app: Flask, client: FlaskClient, acks: list[Any
 def test_channel_list_counts_friends(client: FlaskClient) -> None:
     login(client, "ada")
     page = client.get("/console/channels").get_data(as_text=True)
-    row = page[page.index("2026 展会</a>"):]
+    row = page[page.index("2026 展会</a>") :]
     row = row[: row.index("</tr>")]
     assert '<td class="num">2</td>' in row and "Alice 李" in row and "展会客户" in row
 
 
-@pytest.mark.parametrize(("data", "message"), [
-    ({"name": "  ", "userids": ["alice"]}, "give the channel a name"),
-    ({"name": "无人接待", "userids": []}, "choose at least one rep"),
-    ({"name": "Ghost", "userids": ["zed"]}, "Unknown or inactive reps: zed"),
-    ({"name": "Old tag", "userids": ["alice"], "auto_tag_ids": ["t_old"]}, "Unknown or deleted tags: t_old"),
-])
-def test_invalid_channel_input_is_shown_on_the_form(app: Flask, client: FlaskClient, data: dict[str, Any],
-                                                    message: str) -> None:
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"name": "  ", "userids": ["alice"]}, "give the channel a name"),
+        ({"name": "无人接待", "userids": []}, "choose at least one rep"),
+        ({"name": "Ghost", "userids": ["zed"]}, "Unknown or inactive reps: zed"),
+        (
+            {"name": "Old tag", "userids": ["alice"], "auto_tag_ids": ["t_old"]},
+            "Unknown or deleted tags: t_old",
+        ),
+    ],
+)
+def test_invalid_channel_input_is_shown_on_the_form(
+    app: Flask, client: FlaskClient, data: dict[str, Any], message: str
+) -> None:
     login(client, "mia")
-    resp = client.post("/console/channels", data={"csrf_token": token_of(client),
-                                                  "welcome_text": "我打的字 keep me", **data})
+    resp = client.post(
+        "/console/channels", data={"csrf_token": token_of(client), "welcome_text": "我打的字 keep me", **data}
+    )
     page = resp.get_data(as_text=True)
     assert resp.status_code == 400
     assert message in page
@@ -415,8 +517,10 @@ def test_replay_resets_dead_event(app: Flask, client: FlaskClient, acks: list[An
     login(client, "ada")
     with transaction(factory(app)) as db:
         dead_id = db.scalars(select(InboxEvent.id).where(InboxEvent.status == InboxStatus.DEAD)).one()
-    resp = client.post("/console/events/replay", data={"csrf_token": token_of(client), "ids": [str(dead_id)],
-                                                       "status": "problem"})
+    resp = client.post(
+        "/console/events/replay",
+        data={"csrf_token": token_of(client), "ids": [str(dead_id)], "status": "problem"},
+    )
     assert resp.status_code == 302 and "status=problem" in resp.headers["Location"]
     with transaction(factory(app)) as db:
         row = db.get_one(InboxEvent, dead_id)
@@ -467,8 +571,15 @@ def test_console_in_a_real_browser(tmp_path: Path) -> None:
         with sync_playwright() as p:
             browser = p.chromium.launch(
                 executable_path=str(CHROMIUM),
-                args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                      "--disable-component-update", "--disable-sync", "--no-first-run"],
+                args=[
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--no-first-run",
+                ],
             )
             page = browser.new_page(viewport={"width": 1280, "height": 800})
             page.goto(base + "/console/")

@@ -997,6 +997,25 @@ def create_sandbox_app(state: SandboxState, *, webhook_url: str | None = None) -
             state.save()
         return _json({"ok": True, "webhook_url": state.webhook_url})
 
+    @app.post("/_admin/prepare/scan_channel")
+    def admin_prepare_scans() -> Response:
+        """Benchmarks: N new customers scan one code; the callbacks are built, not delivered."""
+        args = dict(request.get_json(silent=True) or {})
+        count = int(args.get("count", 1))
+        if not 1 <= count <= 5000:
+            return _json({"ok": False, "error": "count must be 1..5000"}, 400)
+        driver = SandboxDriver(state, state.webhook_url or "http://127.0.0.1/", session=http, deliver=False)
+        prefix = str(args.get("name_prefix", "客户"))
+        out = []
+        try:
+            for i in range(count):
+                ext = driver.new_customer(name=f"{prefix}{i}")
+                delivery = driver.scan_channel(str(args["state"]), ext)
+                out.append({"external_userid": ext, "query": delivery.query, "body": delivery.body.decode()})
+        except (KeyError, LookupError, ValueError) as exc:
+            return _json({"ok": False, "error": f"{type(exc).__name__}: {exc}"}, 400)
+        return _json({"ok": True, "deliveries": out})
+
     @app.post("/_admin/driver/<action>")
     def admin_driver(action: str) -> Response:
         if action not in DRIVER_ACTIONS:

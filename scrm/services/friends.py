@@ -15,20 +15,35 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from scrm.models import ActivityKind, Friendship, FriendshipStatus, OutboxKind, Staff, TagSource
+from scrm.db import insert_ignore
+from scrm.models import ActivityKind, Friendship, FriendshipStatus, OutboxKind, Staff, StaffRole, TagSource
 from scrm.services import outbox, people, tags, timeline
 from scrm.services.channels import resolve_state
-from scrm.timeutil import from_unix
+from scrm.timeutil import from_unix, utcnow
 
 log = logging.getLogger(__name__)
 
 
 def ensure_staff(session: Session, userid: str, name: str = "") -> Staff:
+    """The staff row for ``userid``, created if new. Events of different customers of one rep run
+    concurrently, so creation is an insert-or-nothing rather than a check-then-insert race."""
     staff = session.scalar(select(Staff).where(Staff.userid == userid))
     if staff is None:
-        staff = Staff(userid=userid, name=name or userid)
-        session.add(staff)
-        session.flush()
+        now = utcnow()
+        insert_ignore(
+            session,
+            Staff,
+            {
+                "userid": userid,
+                "name": name or userid,
+                "role": StaffRole.REP.value,
+                "is_active": True,
+                "created_at": now,
+                "updated_at": now,
+            },
+            ["userid"],
+        )
+        staff = session.scalars(select(Staff).where(Staff.userid == userid)).one()
     elif name and staff.name in ("", staff.userid):
         staff.name = name
     return staff

@@ -16,16 +16,18 @@ from datetime import timedelta
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
+from scrm.db import insert_ignore
 from scrm.errors import NotFound
 from scrm.models import InboxEvent, InboxStatus
-from scrm.services import welcome
-from scrm.services.upsert import insert_ignore
+from scrm.services import outbox, welcome
 from scrm.timeutil import utcnow
 from scrm.wecom.parse import Envelope
 
 log = logging.getLogger(__name__)
 
 LEASE = timedelta(seconds=120)
+# Long enough for one send with its timeout; a second sender after it would get 41051 anyway.
+WELCOME_LEASE = timedelta(seconds=10)
 OPEN_STATUSES = (InboxStatus.PENDING, InboxStatus.PROCESSING, InboxStatus.FAILED)
 
 
@@ -35,7 +37,9 @@ class Accepted:
     welcome_command_id: int | None
 
 
-def accept(session: Session, envelope: Envelope, plaintext: str) -> Accepted:
+def accept(session: Session, envelope: Envelope, plaintext: str, *, claim_welcome: bool = False) -> Accepted:
+    """Store the event unless we hold it already. ``claim_welcome``: the caller will send the
+    welcome itself right after commit, so the row is claimed here (one transaction fewer)."""
     now = utcnow()
     inbox_id = insert_ignore(
         session,
@@ -58,6 +62,8 @@ def accept(session: Session, envelope: Envelope, plaintext: str) -> Accepted:
     if inbox_id is None:
         return Accepted(None, None)
     welcome_id = welcome.queue_for_event(session, envelope, inbox_id)
+    if welcome_id is not None and claim_welcome:
+        outbox.claim_now(session, welcome_id, WELCOME_LEASE)
     return Accepted(inbox_id, welcome_id)
 
 

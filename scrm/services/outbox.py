@@ -16,9 +16,9 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from scrm.db import insert_ignore
 from scrm.errors import WeComError, WeComRateLimited, WeComRetryable
 from scrm.models import Channel, ChannelStatus, OutboxCommand, OutboxKind, OutboxStatus
-from scrm.services.upsert import insert_ignore
 from scrm.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -105,6 +105,36 @@ def claim(session: Session, command_id: int) -> OutboxCommand | None:
         log.warning("outbox %s (%s) expired before sending", command.id, command.kind)
         return None
     return command
+
+
+def held(session: Session, command_id: int) -> OutboxCommand | None:
+    """A row the caller claimed earlier (see ``claim_now``); None if its lease was lost or it expired."""
+    command = session.get(OutboxCommand, command_id)
+    if command is None or command.status is not OutboxStatus.SENDING:
+        return None
+    now = utcnow()
+    if command.expires_at is not None and command.expires_at <= now:
+        command.status = OutboxStatus.EXPIRED
+        command.last_error = "expired before it could be sent"
+        command.lease_until = None
+        return None
+    return command
+
+
+def claim_now(session: Session, command_id: int, lease: timedelta) -> None:
+    """Claim a row in the transaction that created it, for a sender that starts right after commit.
+
+    Saves a round of claiming on the hot welcome path. If the sender dies, the row is picked up
+    again when ``lease`` lapses.
+    """
+    session.execute(
+        update(OutboxCommand)
+        .where(OutboxCommand.id == command_id, OutboxCommand.status == OutboxStatus.PENDING)
+        .values(
+            status=OutboxStatus.SENDING, lease_until=utcnow() + lease, attempts=OutboxCommand.attempts + 1
+        )
+        .execution_options(synchronize_session=False)
+    )
 
 
 def backoff(attempts: int, *, rate_limited: bool = False) -> timedelta:

@@ -84,7 +84,7 @@ def receive() -> Response:
         return _reject(exc)
 
     with transaction(rt.ctx.session_factory) as session:
-        accepted = inbox.accept(session, envelope, plaintext)
+        accepted = inbox.accept(session, envelope, plaintext, claim_welcome=rt.sends_welcomes)
     if accepted.inbox_id is None:
         log.debug("duplicate delivery of %s/%s acknowledged", envelope.event, envelope.change_type)
     else:

@@ -223,8 +223,10 @@ def login() -> Response | str:
     next_url = auth.safe_next(request.values.get("next"))
     if request.method == "POST":
         if not settings.use_sandbox:
-            raise Forbidden("员工选择登录仅用于沙箱 / Picking a staff member is only for the sandbox; "
-                            "use Login with WeCom.")
+            raise Forbidden(
+                "员工选择登录仅用于沙箱 / Picking a staff member is only for the sandbox; "
+                "use Login with WeCom."
+            )
         auth.log_in(request.form.get("userid", "").strip())
         session.pop(auth.SESSION_NEXT, None)
         return redirect(next_url or url_for("console.friends"))
@@ -352,8 +354,10 @@ def friend_detail(external_userid: str) -> str:
         )
         if person is None:
             raise NotFound(f"没有这个客户 / No person with external_userid {external_userid!r}.")
-        customer_id = person.contact.customer_id if person.contact else (
-            person.lead.customer_id if person.lead else None
+        customer_id = (
+            person.contact.customer_id
+            if person.contact
+            else (person.lead.customer_id if person.lead else None)
         )
         customer = None
         if customer_id is not None:

@@ -18,6 +18,7 @@ class WebRuntime:
     ctx: Context
     crypto: CallbackCrypto
     after_ack: AfterAck
+    sends_welcomes: bool = True  # the after-ack hook sends welcomes itself (claimed at accept)
 
 
 def runtime() -> WebRuntime:

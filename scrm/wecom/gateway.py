@@ -24,7 +24,7 @@ from wechatpy.exceptions import WeChatClientException
 from wechatpy.session import SessionStorage
 from wechatpy.work import WeChatClient
 
-from scrm.db import transaction
+from scrm.db import transaction, upsert
 from scrm.errors import WeComError, WeComRateLimited, WeComRejected, WeComRetryable, WeComTokenInvalid
 from scrm.models import OutboxKind, WeComToken
 from scrm.timeutil import utcnow
@@ -77,11 +77,8 @@ class TokenStore(SessionStorage):  # type: ignore[misc]
     def set(self, key: str, value: Any, ttl: int | None = None) -> None:
         expires_at = utcnow() + timedelta(seconds=ttl) if ttl else None
         with transaction(self._factory) as session:
-            row = session.get(WeComToken, key)
-            if row is None:
-                session.add(WeComToken(key=key, value=str(value), expires_at=expires_at))
-            else:
-                row.value, row.expires_at = str(value), expires_at
+            # Two workers may refresh at once; WeCom hands both the same token (REFERENCE §3.1).
+            upsert(session, WeComToken, {"key": key, "value": str(value), "expires_at": expires_at}, ["key"])
         with self._lock:
             self._cache[key] = (value, expires_at.timestamp() if expires_at else None)
 

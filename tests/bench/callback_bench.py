@@ -1,0 +1,429 @@
+"""Callback benchmark (``make bench``): the full pipeline under gunicorn against a bare floor.
+
+Every figure is measured in the same run on this machine:
+
+* floor — a minimal Flask app under the same gunicorn settings that only verifies and decrypts
+  with wechatpy and returns 200;
+* full — scrm (verify, decrypt, store in the inbox, ack, dispatch the add handler: fetch the
+  customer from the sandbox, record friendship/lead/customer/timeline, queue and send the
+  welcome) on SQLite and on PostgreSQL.
+
+Closed loop (16 clients) gives throughput: the floor's acks/s against scrm's fully processed
+events/s (inbox rows DONE). Open loop at 200 events/s gives callback latency percentiles measured
+from each request's scheduled send time, and add → welcome-sent latency from the outbox. RSS is
+read from /proc for each gunicorn worker after the run. The WeCom sandbox runs as its own process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from sqlalchemy import create_engine, func, select, text
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+PG_BENCH = "postgresql+psycopg://postgres@127.0.0.1:5432/scrm_bench"
+CLIENTS = 16
+THROUGHPUT_EVENTS = int(os.environ.get("BENCH_EVENTS", "2000"))
+RATE = 200
+RATE_SECONDS = int(os.environ.get("BENCH_RATE_SECONDS", "10"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.RequestException:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, int(round(p / 100 * len(ordered))) - 1))]
+
+
+@dataclass
+class Prepared:
+    query: dict[str, str]
+    body: bytes
+
+
+class SandboxProcess:
+    def __init__(self, webhook: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.bench.sandbox_process", str(self.port), webhook], cwd=ROOT
+        )
+        wait_http(self.url + "/_admin/state")
+
+    def set_webhook(self, url: str) -> None:
+        requests.post(self.url + "/_admin/webhook", json={"url": url}, timeout=10).raise_for_status()
+
+    def prepare(self, state: str, count: int) -> list[Prepared]:
+        out: list[Prepared] = []
+        while count > 0:
+            n = min(count, 500)
+            r = requests.post(
+                self.url + "/_admin/prepare/scan_channel", json={"state": state, "count": n}, timeout=120
+            )
+            if r.status_code != 200:
+                raise RuntimeError(f"sandbox could not prepare callbacks: {r.text}")
+            out += [Prepared(d["query"], d["body"].encode()) for d in r.json()["deliveries"]]
+            count -= n
+        return out
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+class Gunicorn:
+    def __init__(self, app_spec: str, env: dict[str, str], port: int) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen(
+            [
+                str(BIN / "gunicorn"),
+                "--workers",
+                "2",
+                "--worker-class",
+                "gthread",
+                "--threads",
+                "8",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--log-level",
+                "warning",
+                app_spec,
+            ],
+            cwd=ROOT,
+            env={**os.environ, **env},
+        )
+
+    def worker_rss_mb(self) -> list[float]:
+        rss = []
+        for pid_dir in Path("/proc").iterdir():
+            if not pid_dir.name.isdigit():
+                continue
+            try:
+                stat = (pid_dir / "stat").read_text().split()
+                if int(stat[3]) != self.proc.pid:
+                    continue
+                for line in (pid_dir / "status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        rss.append(int(line.split()[1]) / 1024)
+            except (OSError, IndexError, ValueError):
+                continue
+        return rss
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(20)
+
+
+def closed_loop(url: str, events: list[Prepared]) -> tuple[float, float]:
+    """Returns (acks per second, wall seconds) with CLIENTS concurrent senders."""
+    http = requests.Session()
+    http.mount("http://", HTTPAdapter(pool_connections=CLIENTS, pool_maxsize=CLIENTS))
+    failures = 0
+
+    def send(e: Prepared) -> None:
+        nonlocal failures
+        r = http.post(url + "/wecom/callback", params=e.query, data=e.body, timeout=30)
+        if r.status_code != 200:
+            failures += 1
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        list(pool.map(send, events))
+    wall = time.perf_counter() - start
+    if failures:
+        raise RuntimeError(f"{failures} callbacks were not acknowledged with 200")
+    return len(events) / wall, wall
+
+
+def open_loop(url: str, supply: Callable[[int], list[Prepared]], rate: int, seconds: int) -> list[float]:
+    """Sends ``rate`` events per second for ``seconds``; latency from each scheduled send time."""
+    http = requests.Session()
+    http.mount("http://", HTTPAdapter(pool_connections=64, pool_maxsize=64))
+    latencies: list[float] = []
+    lock = threading.Lock()
+    batches: queue.Queue[list[Prepared]] = queue.Queue(maxsize=2)
+
+    def producer() -> None:  # keep welcome codes young: prepare each second's batch just ahead
+        for _ in range(seconds):
+            batches.put(supply(rate))
+
+    threading.Thread(target=producer, daemon=True).start()
+
+    def send(e: Prepared, scheduled: float) -> None:
+        r = http.post(url + "/wecom/callback", params=e.query, data=e.body, timeout=30)
+        done = time.perf_counter()
+        if r.status_code == 200:
+            with lock:
+                latencies.append(done - scheduled)
+
+    with ThreadPoolExecutor(64) as pool:
+        origin = time.perf_counter() + 0.5
+        for second in range(seconds):
+            batch = batches.get()
+            for i, e in enumerate(batch):
+                scheduled = origin + second + i / rate
+                delay = scheduled - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                pool.submit(send, e, scheduled)
+    return latencies
+
+
+def reset_database(url: str) -> None:
+    from scrm.migrations import upgrade
+
+    if url.startswith("postgresql"):
+        admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text("DROP DATABASE IF EXISTS scrm_bench WITH (FORCE)"))
+            conn.execute(text("CREATE DATABASE scrm_bench"))
+        admin.dispose()
+    upgrade(url)
+
+
+def wait_processed(url: str, expected: int, timeout: float = 600) -> float:
+    from scrm.models import InboxEvent, InboxStatus
+
+    engine = create_engine(url)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            with engine.connect() as conn:
+                done = conn.execute(
+                    select(func.count())
+                    .select_from(InboxEvent)
+                    .where(InboxEvent.status.in_((InboxStatus.DONE, InboxStatus.IGNORED)))
+                ).scalar_one()
+            if done >= expected:
+                return time.perf_counter()
+            time.sleep(0.05)
+    finally:
+        engine.dispose()
+    raise RuntimeError(f"only {done} of {expected} events processed within {timeout}s")
+
+
+def welcome_latencies(url: str, since_id: int) -> tuple[list[float], dict[str, int]]:
+    from scrm.models import InboxEvent, OutboxCommand, OutboxKind
+
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(OutboxCommand.status, OutboxCommand.sent_at, InboxEvent.received_at)
+            .join(InboxEvent, OutboxCommand.inbox_event_id == InboxEvent.id)
+            .where(OutboxCommand.kind == OutboxKind.SEND_WELCOME_MSG, InboxEvent.id > since_id)
+        ).all()
+    engine.dispose()
+    statuses: dict[str, int] = {}
+    values = []
+    for status, sent_at, received_at in rows:
+        statuses[str(status)] = statuses.get(str(status), 0) + 1
+        if sent_at is not None:
+            values.append((sent_at - received_at).total_seconds())
+    return values, statuses
+
+
+def max_inbox_id(url: str) -> int:
+    from scrm.models import InboxEvent
+
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        value = conn.execute(select(func.coalesce(func.max(InboxEvent.id), 0))).scalar_one()
+    engine.dispose()
+    return int(value)
+
+
+@dataclass
+class Result:
+    name: str
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+def create_channel(db_url: str, sandbox: SandboxProcess) -> str:
+    from config import load_settings
+    from jobs import work
+    from scrm.db import transaction
+    from scrm.services import channels
+    from scrm.services.context import Context
+
+    ctx = Context.build(
+        load_settings({"SCRM_DATABASE_URL": db_url, "WECOM_API_BASE": sandbox.url + "/cgi-bin/"})
+    )
+    with transaction(ctx.session_factory) as session:
+        state = channels.create_channel(
+            session, name="压测渠道", userids=["zhangsan"], welcome_text="您好，欢迎！"
+        ).state
+    work.drain_outbox(ctx)
+    ctx.engine.dispose()
+    return state
+
+
+def run_floor(sandbox: SandboxProcess, state: str) -> Result:
+    port = free_port()
+    server = Gunicorn("tests.bench.floor_app:create_floor_app()", {}, port)
+    try:
+        wait_http(server.url + "/nope")
+        events = sandbox.prepare(state, THROUGHPUT_EVENTS)
+        closed_loop(server.url, events[:200])  # warm-up
+        rate, wall = closed_loop(server.url, events)
+        latencies = open_loop(server.url, lambda n: sandbox.prepare(state, n), RATE, RATE_SECONDS)
+        return Result(
+            "floor (decrypt only)",
+            {
+                "throughput_per_s": rate,
+                "p50_ms": percentile(latencies, 50) * 1000,
+                "p99_ms": percentile(latencies, 99) * 1000,
+                "rss_mb": max(server.worker_rss_mb() or [0]),
+            },
+        )
+    finally:
+        server.stop()
+
+
+def run_full(name: str, db_url: str, sandbox: SandboxProcess) -> Result:
+    reset_database(db_url)
+    state = create_channel(db_url, sandbox)
+    port = free_port()
+    env = {
+        "SCRM_DATABASE_URL": db_url,
+        "WECOM_API_BASE": sandbox.url + "/cgi-bin/",
+        "SCRM_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "SCRM_LOG_LEVEL": "WARNING",
+    }
+    sandbox.set_webhook(f"http://127.0.0.1:{port}/wecom/callback")
+    server = Gunicorn("scrm.app:create_app()", env, port)
+    try:
+        wait_http(server.url + "/healthz")
+        warm = sandbox.prepare(state, 200)
+        closed_loop(server.url, warm)
+        wait_processed(db_url, 200)
+        events = sandbox.prepare(state, THROUGHPUT_EVENTS)
+        start = time.perf_counter()
+        ack_rate, _ = closed_loop(server.url, events)
+        finished = wait_processed(db_url, 200 + THROUGHPUT_EVENTS)
+        processed_rate = THROUGHPUT_EVENTS / (finished - start)
+
+        before = max_inbox_id(db_url)
+        latencies = open_loop(server.url, lambda n: sandbox.prepare(state, n), RATE, RATE_SECONDS)
+        wait_processed(db_url, 200 + THROUGHPUT_EVENTS + RATE * RATE_SECONDS)
+        time.sleep(1.0)  # let the last welcome sends record their outcome
+        welcome, statuses = welcome_latencies(db_url, before)
+        return Result(
+            name,
+            {
+                "ack_throughput_per_s": ack_rate,
+                "throughput_per_s": processed_rate,
+                "p50_ms": percentile(latencies, 50) * 1000,
+                "p99_ms": percentile(latencies, 99) * 1000,
+                "welcome_p50_s": percentile(welcome, 50) if welcome else float("nan"),
+                "welcome_p99_s": percentile(welcome, 99) if welcome else float("nan"),
+                "welcome_statuses": statuses,
+                "rss_mb": max(server.worker_rss_mb() or [0]),
+            },
+        )
+    finally:
+        server.stop()
+
+
+def postgres_available() -> bool:
+    try:
+        engine = create_engine(PG_ADMIN)
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        engine.dispose()
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def main() -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="scrm-bench-"))
+    sandbox = SandboxProcess("http://127.0.0.1:9/unused")
+    results: list[Result] = []
+    try:
+        # The floor needs valid, signed callbacks; any prepared add will do.
+        reset_database(f"sqlite:///{tmp / 'floor.db'}")
+        floor_state = create_channel(f"sqlite:///{tmp / 'floor.db'}", sandbox)
+        floor = run_floor(sandbox, floor_state)
+        results.append(floor)
+        results.append(run_full("scrm full pipeline, SQLite", f"sqlite:///{tmp / 'bench.db'}", sandbox))
+        if postgres_available():
+            results.append(run_full("scrm full pipeline, PostgreSQL", PG_BENCH, sandbox))
+        else:
+            print("PostgreSQL is not reachable at 127.0.0.1:5432; its row is skipped")
+    finally:
+        sandbox.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    floor_rate = floor.figures["throughput_per_s"]
+    print()
+    print(
+        f"callback benchmark: gunicorn 2 workers x 8 threads, {CLIENTS} clients closed loop "
+        f"({THROUGHPUT_EVENTS} events), open loop {RATE}/s for {RATE_SECONDS}s, {os.cpu_count()} cores"
+    )
+    header = (
+        f"{'run':34} {'events/s':>9} {'÷floor':>7} {'acks/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'welcome p50/p99 s':>18} {'RSS MB':>7}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        f = r.figures
+        ratio = f["throughput_per_s"] / floor_rate
+        welcome = f"{f['welcome_p50_s']:.2f}/{f['welcome_p99_s']:.2f}" if "welcome_p50_s" in f else "-"
+        print(
+            f"{r.name:34} {f['throughput_per_s']:9.1f} {ratio:7.2f} {f.get('ack_throughput_per_s', f['throughput_per_s']):8.1f} "
+            f"{f['p50_ms']:7.1f} {f['p99_ms']:7.1f} {welcome:>18} {f['rss_mb']:7.1f}"
+        )
+    print()
+    print(
+        "targets: full ÷ floor >= 0.5; p99 <= 50 ms at 200 events/s; add -> welcome p99 <= 2 s; worker RSS <= 150 MB"
+    )
+    for r in results[1:]:
+        f = r.figures
+        checks = {
+            "ratio": f["throughput_per_s"] / floor_rate >= 0.5,
+            "p99": f["p99_ms"] <= 50,
+            "welcome": f["welcome_p99_s"] <= 2,
+            "rss": f["rss_mb"] <= 150,
+        }
+        verdict = ", ".join(f"{k} {'ok' if v else 'MISSED'}" for k, v in checks.items())
+        print(f"  {r.name}: {verdict}; welcome outcomes {f['welcome_statuses']}")
+    print(json.dumps({r.name: r.figures for r in results}, default=str, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
