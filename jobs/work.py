@@ -6,7 +6,8 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
@@ -14,9 +15,11 @@ from sqlalchemy.exc import OperationalError
 import handlers
 from scrm.db import transaction
 from scrm.errors import WeComError, WeComRetryable
-from scrm.models import InboxStatus, OutboxCommand, OutboxStatus
+from scrm.models import InboxStatus, OutboxCommand, OutboxKind, OutboxStatus
 from scrm.services import inbox, outbox
 from scrm.services.context import Context
+from scrm.services.welcome import WelcomeSend
+from scrm.timeutil import utcnow
 from scrm.wecom.parse import parse_envelope
 
 log = logging.getLogger(__name__)
@@ -101,19 +104,24 @@ def _process_one(ctx: Context, inbox_id: int, *, force: bool) -> Outcome:
         current_event_id.reset(token)
 
 
-def send_command(ctx: Context, command_id: int, *, claimed: bool = False) -> bool:
-    """Claim one outbox row and send it; True when it was sent (or found already done).
-
-    ``claimed``: the caller already holds the row (a welcome claimed in the accept transaction).
-    """
+def send_command(ctx: Context, command_id: int) -> bool:
+    """Claim one outbox row and send it; True when it was sent (or found already done)."""
     with transaction(ctx.session_factory) as session:
-        command = outbox.held(session, command_id) if claimed else outbox.claim(session, command_id)
+        command = outbox.claim(session, command_id)
         if command is None:
             return False
         kind, payload = command.kind, dict(command.payload)
-        # The key WeCom-side dedupe sees also names the row's creation instant: a rebuilt
-        # database reuses ids, and its new writes must not be taken for replays of old ones.
-        key = f"{command.idempotency_key}@{command.created_at.timestamp():.6f}"
+        key = wire_key(command.idempotency_key, command.created_at)
+    return _send(ctx, command_id, kind, payload, key)
+
+
+def wire_key(idempotency_key: str, created_at: datetime) -> str:
+    # The key WeCom-side dedupe sees also names the row's creation instant: a rebuilt database
+    # reuses ids, and its new writes must not be taken for replays of old ones.
+    return f"{idempotency_key}@{created_at.timestamp():.6f}"
+
+
+def _send(ctx: Context, command_id: int, kind: OutboxKind, payload: dict[str, Any], key: str) -> bool:
     try:
         result = ctx.gateway.execute(kind, payload, key)  # outside any transaction
     except Exception as exc:  # noqa: BLE001 - release the claim whatever happened; never leave it leased
@@ -179,9 +187,14 @@ def after_ack(ctx: Context, inbox_id: int | None) -> None:
         log.exception("after-ack work for inbox %s failed; the scheduler will retry", inbox_id)
 
 
-def send_welcome(ctx: Context, command_id: int) -> None:
-    """Send a welcome the accept transaction already claimed; its code dies in 20 s."""
+def send_welcome(ctx: Context, welcome: WelcomeSend) -> None:
+    """Send a welcome the accept transaction stored already claimed; its code dies in 20 s."""
     try:
-        send_command(ctx, command_id, claimed=True)
+        if welcome.expires_at <= utcnow():
+            with transaction(ctx.session_factory) as session:
+                outbox.record_expired(session, welcome.command_id)
+            return
+        key = wire_key(welcome.idempotency_key, welcome.created_at)
+        _send(ctx, welcome.command_id, OutboxKind.SEND_WELCOME_MSG, dict(welcome.payload), key)
     except Exception:  # noqa: BLE001 - background thread: the outbox tick retries after the lease
-        log.exception("sending welcome %s failed; the scheduler will retry", command_id)
+        log.exception("sending welcome %s failed; the scheduler will retry", welcome.command_id)

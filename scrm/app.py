@@ -19,6 +19,7 @@ from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from config import Settings, instance_dir, load_settings
 from jobs import work
 from scrm.services.context import Context
+from scrm.services.welcome import WelcomeSend
 from scrm.web import api, callback, console, errors
 from scrm.web.runtime import WebRuntime
 from scrm.wecom.crypto import CallbackCrypto
@@ -43,9 +44,9 @@ class AfterAckPool:
         self._pending: set[Future[Any]] = set()
         self._lock = threading.Lock()
 
-    def __call__(self, inbox_id: int | None, welcome_command_id: int | None) -> None:
-        if welcome_command_id is not None:
-            self._track(self._welcome.submit(work.send_welcome, self._ctx, welcome_command_id))
+    def __call__(self, inbox_id: int | None, welcome: WelcomeSend | None) -> None:
+        if welcome is not None:
+            self._track(self._welcome.submit(work.send_welcome, self._ctx, welcome))
         if self._handlers is not None and inbox_id is not None:
             self._track(self._handlers.submit(work.after_ack, self._ctx, inbox_id))
 

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from scrm.db import insert_ignore
 from scrm.errors import NotFound
 from scrm.models import InboxEvent, InboxStatus
-from scrm.services import outbox, welcome
+from scrm.services import welcome
 from scrm.timeutil import utcnow
 from scrm.wecom.parse import Envelope
 
@@ -34,7 +34,7 @@ OPEN_STATUSES = (InboxStatus.PENDING, InboxStatus.PROCESSING, InboxStatus.FAILED
 @dataclass(frozen=True)
 class Accepted:
     inbox_id: int | None  # None: a duplicate delivery of an event we already hold
-    welcome_command_id: int | None
+    welcome: welcome.WelcomeSend | None
 
 
 def accept(session: Session, envelope: Envelope, plaintext: str, *, claim_welcome: bool = False) -> Accepted:
@@ -61,10 +61,8 @@ def accept(session: Session, envelope: Envelope, plaintext: str, *, claim_welcom
     )
     if inbox_id is None:
         return Accepted(None, None)
-    welcome_id = welcome.queue_for_event(session, envelope, inbox_id)
-    if welcome_id is not None and claim_welcome:
-        outbox.claim_now(session, welcome_id, WELCOME_LEASE)
-    return Accepted(inbox_id, welcome_id)
+    claimed_for = WELCOME_LEASE if claim_welcome else None
+    return Accepted(inbox_id, welcome.queue_for_event(session, envelope, inbox_id, claimed_for=claimed_for))
 
 
 def claim(session: Session, inbox_id: int, *, force: bool = False) -> InboxEvent | None:

@@ -40,9 +40,16 @@ def enqueue(
     expires_at: datetime | None = None,
     inbox_event_id: int | None = None,
     channel_id: int | None = None,
+    claimed_for: timedelta | None = None,
+    now: datetime | None = None,
 ) -> int | None:
-    """Queue a write; a second enqueue with the same key is a no-op (returns None)."""
-    now = utcnow()
+    """Queue a write; a second enqueue with the same key is a no-op (returns None).
+
+    ``claimed_for``: the caller sends the row itself right after commit, so it is stored already
+    claimed (status SENDING, leased for that long) — no second round of claiming on the hot path.
+    If the sender dies, the outbox tick takes the row over when the lease lapses.
+    """
+    now = now or utcnow()
     return insert_ignore(
         session,
         OutboxCommand,
@@ -50,9 +57,10 @@ def enqueue(
             "idempotency_key": idempotency_key,
             "kind": kind.value,
             "payload": payload,
-            "status": OutboxStatus.PENDING.value,
+            "status": (OutboxStatus.SENDING if claimed_for else OutboxStatus.PENDING).value,
+            "lease_until": now + claimed_for if claimed_for else None,
             "priority": priority,
-            "attempts": 0,
+            "attempts": 1 if claimed_for else 0,
             "created_at": now,
             "next_attempt_at": now,
             "expires_at": expires_at,
@@ -107,41 +115,19 @@ def claim(session: Session, command_id: int) -> OutboxCommand | None:
     return command
 
 
-def held(session: Session, command_id: int) -> OutboxCommand | None:
-    """A row the caller claimed earlier (see ``claim_now``); None if its lease was lost or it expired."""
-    command = session.get(OutboxCommand, command_id)
-    if command is None or command.status is not OutboxStatus.SENDING:
-        return None
-    now = utcnow()
-    if command.expires_at is not None and command.expires_at <= now:
-        command.status = OutboxStatus.EXPIRED
-        command.last_error = "expired before it could be sent"
-        command.lease_until = None
-        return None
-    return command
-
-
-def claim_now(session: Session, command_id: int, lease: timedelta) -> None:
-    """Claim a row in the transaction that created it, for a sender that starts right after commit.
-
-    Saves a round of claiming on the hot welcome path. If the sender dies, the row is picked up
-    again when ``lease`` lapses.
-    """
-    session.execute(
-        update(OutboxCommand)
-        .where(OutboxCommand.id == command_id, OutboxCommand.status == OutboxStatus.PENDING)
-        .values(
-            status=OutboxStatus.SENDING, lease_until=utcnow() + lease, attempts=OutboxCommand.attempts + 1
-        )
-        .execution_options(synchronize_session=False)
-    )
-
-
 def backoff(attempts: int, *, rate_limited: bool = False) -> timedelta:
     if rate_limited:
         # 45009 blocks the caller for a minute-window at least (REFERENCE §3.14)
         return timedelta(seconds=60 * min(attempts, 10))
     return timedelta(seconds=min(2 ** (attempts - 1), 300))
+
+
+def record_expired(session: Session, command_id: int) -> None:
+    command = session.get_one(OutboxCommand, command_id)
+    command.status = OutboxStatus.EXPIRED
+    command.last_error = "expired before it could be sent"
+    command.lease_until = None
+    log.warning("outbox %s (%s) expired before sending", command.id, command.kind)
 
 
 def record_success(session: Session, command_id: int, result: dict[str, Any]) -> OutboxCommand:

@@ -6,7 +6,9 @@ transaction as the inbox row, with top priority and an expiry, and sent before t
 
 from __future__ import annotations
 
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -20,7 +22,20 @@ WELCOME_CODE_LIFETIME = timedelta(seconds=20)
 ADD_CHANGE_TYPES = {"add_external_contact", "add_half_external_contact"}
 
 
-def queue_for_event(session: Session, envelope: Envelope, inbox_id: int) -> int | None:
+@dataclass(frozen=True)
+class WelcomeSend:
+    """A welcome already claimed for the sender that starts right after commit."""
+
+    command_id: int
+    payload: dict[str, Any]
+    idempotency_key: str
+    expires_at: datetime
+    created_at: datetime
+
+
+def queue_for_event(
+    session: Session, envelope: Envelope, inbox_id: int, *, claimed_for: timedelta | None = None
+) -> WelcomeSend | None:
     code = envelope.get("WelcomeCode")
     if (
         envelope.event != "change_external_contact"
@@ -32,14 +47,20 @@ def queue_for_event(session: Session, envelope: Envelope, inbox_id: int) -> int 
     if channel is None or not channel.welcome_text:
         return None
     # The code's clock started when WeCom created the event, not when we received it.
-    started = min(from_unix(envelope.create_time), utcnow())
-    return outbox.enqueue(
+    now = utcnow()
+    started = min(from_unix(envelope.create_time), now)
+    payload = {"welcome_code": code, "text": {"content": channel.welcome_text}}
+    key, expires_at = f"welcome:{code}", started + WELCOME_CODE_LIFETIME
+    command_id = outbox.enqueue(
         session,
         OutboxKind.SEND_WELCOME_MSG,
-        {"welcome_code": code, "text": {"content": channel.welcome_text}},
-        f"welcome:{code}",
+        payload,
+        key,
         priority=100,
-        expires_at=started + WELCOME_CODE_LIFETIME,
+        expires_at=expires_at,
         inbox_event_id=inbox_id,
         channel_id=channel.id,
+        claimed_for=claimed_for,
+        now=now,
     )
+    return WelcomeSend(command_id, payload, key, expires_at, now) if command_id is not None else None

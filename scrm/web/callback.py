@@ -88,7 +88,7 @@ def receive() -> Response:
     if accepted.inbox_id is None:
         log.debug("duplicate delivery of %s/%s acknowledged", envelope.event, envelope.change_type)
     else:
-        rt.after_ack(accepted.inbox_id, accepted.welcome_command_id)
+        rt.after_ack(accepted.inbox_id, accepted.welcome)
     # Customer-contact events take no passive reply: an empty 200 is the acknowledgement (§1.6).
     return Response("", status=200)
 

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from flask import current_app
 
 from scrm.services.context import Context
+from scrm.services.welcome import WelcomeSend
 from scrm.wecom.crypto import CallbackCrypto
 
-AfterAck = Callable[[int | None, int | None], None]
+AfterAck = Callable[[int | None, WelcomeSend | None], None]
 
 
 @dataclass

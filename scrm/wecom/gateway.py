@@ -88,6 +88,15 @@ class TokenStore(SessionStorage):  # type: ignore[misc]
         with self._lock:
             self._cache.pop(key, None)
 
+    def delete_if(self, key: str, value: str) -> None:
+        """Compare-and-delete: forget ``key`` only while it still holds ``value``."""
+        with transaction(self._factory) as session:
+            session.execute(delete(WeComToken).where(WeComToken.key == key, WeComToken.value == value))
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None and hit[0] == value:
+                self._cache.pop(key, None)
+
     def peek(self, key: str) -> str | None:
         with self._factory() as session:
             return session.scalar(select(WeComToken.value).where(WeComToken.key == key))
@@ -153,15 +162,29 @@ class WeComGateway:
     ) -> dict[str, Any]:
         """One API call; refreshes the token once on 40014/42001; raises scrm.errors.WeCom*."""
         for attempt in (1, 2):
+            token = self._token(path)
             try:
-                return self._raw(method, path, params, body, idempotency_key)
+                return self._raw(method, path, {**(params or {}), "access_token": token}, body, idempotency_key)
             except WeComTokenInvalid:
                 if attempt == 2:
                     raise
                 log.info("WeCom token rejected on %s; refreshing once", path)
-                self.token_store.delete(self._client.access_token_key)
-                self.token_store.delete(self._client.access_token_expires_at_key)
+                # Only drop the token we used: another thread may already have stored a fresh one.
+                self.token_store.delete_if(self._client.access_token_key, token)
         raise AssertionError("unreachable")
+
+    def _token(self, path: str) -> str:
+        try:
+            token = self._client.access_token
+        except WeChatClientException as exc:
+            raise translate(exc.errcode, str(exc.errmsg), "gettoken") from None
+        except requests.Timeout:
+            raise WeComRetryable(f"WeCom gettoken timed out after {self.timeout_s}s") from None
+        except requests.RequestException as exc:
+            raise WeComRetryable(f"WeCom gettoken unreachable: {type(exc).__name__}") from None
+        if not token:
+            raise WeComRetryable(f"no access token available for {path}")
+        return str(token)
 
     def _raw(
         self,
