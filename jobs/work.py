@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -163,18 +164,42 @@ def retry_inbox(ctx: Context, limit: int = 200, *, grace: timedelta = timedelta(
     return done
 
 
-def dispatch_inbox(ctx: Context, pool: ThreadPoolExecutor, limit: int = 500) -> int:
+def dispatch_inbox(
+    ctx: Context, pool: ThreadPoolExecutor, welcomes_idle: threading.Event | None = None, limit: int = 500
+) -> int:
     """The scheduler's fast tick: process every due event, in parallel across customers.
 
     Rows are claimed one by one with compare-and-set, so a web worker (or another scheduler
-    replica) working the same rows never runs an event twice.
+    replica) working the same rows never runs an event twice. Handler threads step aside while
+    welcome messages are being sent (``welcomes_idle`` cleared): those race a 20 s clock, the
+    handlers do not, and in one Python process only one thread runs at a time.
     """
     with transaction(ctx.session_factory) as session:
         ids = inbox.due_ids(session, limit, min_age=timedelta(0))
     if not ids:
         return 0
-    results = list(pool.map(lambda i: process_event(ctx, i, send_queued=True), ids))
+
+    def run(inbox_id: int) -> InboxStatus | None:
+        if welcomes_idle is not None:
+            welcomes_idle.wait(timeout=2.0)
+        return process_event(ctx, inbox_id, send_queued=True)
+
+    results = list(pool.map(run, ids))
     return sum(1 for r in results if r in (InboxStatus.DONE, InboxStatus.IGNORED))
+
+
+def send_due_welcomes(ctx: Context, pool: ThreadPoolExecutor, welcomes_idle: threading.Event) -> int:
+    """The scheduler's welcome tick (every 0.1 s): send pending welcome messages first of all."""
+    with transaction(ctx.session_factory) as session:
+        ids = outbox.due_ids(session, 200, min_priority=outbox.WELCOME_PRIORITY)
+    if not ids:
+        welcomes_idle.set()
+        return 0
+    welcomes_idle.clear()
+    try:
+        return sum(1 for sent in pool.map(lambda i: send_command(ctx, i), ids) if sent)
+    finally:
+        welcomes_idle.set()
 
 
 def after_ack(ctx: Context, inbox_id: int | None) -> None:

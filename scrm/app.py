@@ -31,13 +31,15 @@ class AfterAckPool:
     """Background work a web worker starts right after an ack; ``wait_idle`` lets tests settle.
 
     Welcome messages get their own executor: their code dies 20 s after the add (doc 92137), so
-    they never queue behind handler work. Handlers run here only with SCRM_DISPATCH_THREADS > 0
-    (the embedded default); otherwise the scheduler's dispatch tick runs them.
+    they never queue behind handler work. With SCRM_DISPATCH_THREADS=0 a web worker only
+    acknowledges, and the scheduler's welcome and dispatch ticks do the rest — the production
+    shape, which keeps every web CPU cycle for the acks WeCom is waiting on.
     """
 
     def __init__(self, ctx: Context, threads: int) -> None:
         self._ctx = ctx
-        self._welcome = ThreadPoolExecutor(max_workers=8, thread_name_prefix="welcome")
+        self.enabled = threads > 0
+        self._welcome = ThreadPoolExecutor(max_workers=2, thread_name_prefix="welcome") if threads else None
         self._handlers = (
             ThreadPoolExecutor(max_workers=threads, thread_name_prefix="after-ack") if threads else None
         )
@@ -45,7 +47,7 @@ class AfterAckPool:
         self._lock = threading.Lock()
 
     def __call__(self, inbox_id: int | None, welcome: WelcomeSend | None) -> None:
-        if welcome is not None:
+        if welcome is not None and self._welcome is not None:
             self._track(self._welcome.submit(work.send_welcome, self._ctx, welcome))
         if self._handlers is not None and inbox_id is not None:
             self._track(self._handlers.submit(work.after_ack, self._ctx, inbox_id))
@@ -93,6 +95,7 @@ def create_app(
 ) -> Flask:
     settings = settings or load_settings()
     configure_logging(settings.log_level)
+
     ctx = ctx or Context.build(settings)
     app = Flask(
         "scrm.web",
@@ -112,6 +115,7 @@ def create_app(
         ctx=ctx,
         crypto=CallbackCrypto(settings.wecom_token, settings.wecom_aes_key, settings.wecom_corp_id),
         after_ack=pool,
+        sends_welcomes=pool.enabled,
     )
     app.extensions["scrm.pool"] = pool
     app.register_blueprint(callback.bp)

@@ -103,13 +103,24 @@ def _seed_when_up(ctx: Any, host: str, port: int) -> None:
 
 
 @cli.command()
-def scheduler() -> None:
+@click.option(
+    "--ticks",
+    default="welcome,dispatch,outbox,reconcile",
+    show_default=True,
+    help="Comma-separated ticks this replica runs; e.g. a fast lane with only 'welcome'.",
+)
+def scheduler(ticks: str) -> None:
     """Run the scheduler ticks (Procfile: scheduler). Safe to run several replicas."""
     from jobs.scheduler import build_scheduler
 
     ctx = _context()
-    click.echo("scrm scheduler running (drain outbox 1s, retry inbox 2s, reconcile 03:17 Asia/Shanghai)")
-    build_scheduler(ctx, blocking=True).start()
+    chosen = tuple(t.strip() for t in ticks.split(",") if t.strip())
+    try:
+        sched = build_scheduler(ctx, blocking=True, ticks=chosen)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(f"scrm scheduler running: {', '.join(chosen)}")
+    sched.start()
 
 
 # --- db ---------------------------------------------------------------------------------------

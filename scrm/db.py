@@ -7,8 +7,10 @@ constraint names come from a naming convention so Alembic revisions are stable.
 from __future__ import annotations
 
 import enum
+import threading
+import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +22,7 @@ from sqlalchemy.types import TypeDecorator
 from scrm.timeutil import ensure_utc
 
 WRITE_OPTION = "scrm_write_transaction"
+_WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -114,6 +117,11 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
             else:
                 conn.exec_driver_sql("BEGIN")
 
+        # One writer at a time inside this process: threads queue on a Python lock, which hands
+        # over at once, instead of on SQLite's busy handler, which sleeps up to 100 ms between
+        # polls and turns a short queue into a long latency tail.
+        _WRITE_LOCKS[engine] = threading.RLock()
+
         @event.listens_for(engine, "connect")
         def _sqlite_no_autobegin(dbapi_connection: Any, _record: Any) -> None:
             dbapi_connection.isolation_level = None
@@ -129,13 +137,15 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 @contextmanager
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One unit of work at an edge: commit on success, roll back on any exception."""
-    session = factory()
-    try:
-        session.connection(execution_options={WRITE_OPTION: True})
-        yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
+    lock = _WRITE_LOCKS.get(factory.kw.get("bind"))
+    with lock if lock is not None else nullcontext():
+        session = factory()
+        try:
+            session.connection(execution_options={WRITE_OPTION: True})
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()

@@ -13,7 +13,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, select, true, update
 from sqlalchemy.orm import Session
 
 from scrm.db import insert_ignore
@@ -24,6 +24,7 @@ from scrm.timeutil import utcnow
 log = logging.getLogger(__name__)
 
 LEASE = timedelta(seconds=60)
+WELCOME_PRIORITY = 100
 # 41051: the customer already got a welcome (another app or an earlier try of ours) — done (doc 92137).
 ALREADY_DONE_ERRCODES = {OutboxKind.SEND_WELCOME_MSG: {41051}}
 # 41050: welcome code invalid or expired — nothing will ever make it work again.
@@ -71,7 +72,7 @@ def enqueue(
     )
 
 
-def due_ids(session: Session, limit: int = 100) -> list[int]:
+def due_ids(session: Session, limit: int = 100, *, min_priority: int | None = None) -> list[int]:
     now = utcnow()
     stmt = (
         select(OutboxCommand.id)
@@ -79,7 +80,8 @@ def due_ids(session: Session, limit: int = 100) -> list[int]:
             or_(
                 (OutboxCommand.status == OutboxStatus.PENDING) & (OutboxCommand.next_attempt_at <= now),
                 (OutboxCommand.status == OutboxStatus.SENDING) & (OutboxCommand.lease_until < now),
-            )
+            ),
+            OutboxCommand.priority >= min_priority if min_priority is not None else true(),
         )
         .order_by(OutboxCommand.priority.desc(), OutboxCommand.id)
         .limit(limit)

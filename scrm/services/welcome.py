@@ -56,7 +56,7 @@ def queue_for_event(
         OutboxKind.SEND_WELCOME_MSG,
         payload,
         key,
-        priority=100,
+        priority=outbox.WELCOME_PRIORITY,
         expires_at=expires_at,
         inbox_event_id=inbox_id,
         channel_id=channel.id,

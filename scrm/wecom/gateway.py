@@ -164,7 +164,9 @@ class WeComGateway:
         for attempt in (1, 2):
             token = self._token(path)
             try:
-                return self._raw(method, path, {**(params or {}), "access_token": token}, body, idempotency_key)
+                return self._raw(
+                    method, path, {**(params or {}), "access_token": token}, body, idempotency_key
+                )
             except WeComTokenInvalid:
                 if attempt == 2:
                     raise

@@ -1,0 +1,67 @@
+"""The production shape: web workers only acknowledge (SCRM_DISPATCH_THREADS=0) and the
+scheduler's ticks send the welcome, run the handler and drain the outbox."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from sqlalchemy import select
+
+from jobs import work
+from jobs.scheduler import build_scheduler
+from scrm.models import Friendship, InboxEvent, InboxStatus, OutboxCommand, OutboxKind, OutboxStatus
+from tests.conftest import build_scrm
+from tests.helpers import create_channel
+
+
+@pytest.fixture
+def ack_only_scrm(clean_db, sandbox_server):
+    harness, server = build_scrm(clean_db, sandbox_server, SCRM_DISPATCH_THREADS="0")
+    yield harness
+    server.shutdown()
+    harness.ctx.engine.dispose()
+
+
+def test_web_only_acks_and_the_scheduler_ticks_do_the_rest(ack_only_scrm):
+    scrm = ack_only_scrm
+    channel = create_channel(scrm, "扫码", ["zhangsan"], tag_names=["展会"], welcome_text="欢迎")
+    ext = scrm.driver.new_customer("钱多多")
+    assert scrm.driver.scan_channel(channel.state, ext).status == 200
+    with scrm.session() as session:
+        assert session.scalars(select(InboxEvent.status)).one() is InboxStatus.PENDING
+        welcome = session.scalars(
+            select(OutboxCommand).where(OutboxCommand.kind == OutboxKind.SEND_WELCOME_MSG)
+        ).one()
+        assert welcome.status is OutboxStatus.PENDING  # not claimed: no web sender in this shape
+    idle = threading.Event()
+    with ThreadPoolExecutor(2) as pool:
+        assert work.send_due_welcomes(scrm.ctx, pool, idle) == 1
+        assert idle.is_set()
+        assert work.dispatch_inbox(scrm.ctx, pool, idle) == 1
+    with scrm.session() as session:
+        assert (
+            session.scalar(select(Friendship.channel_id).where(Friendship.external_userid == ext))
+            == channel.id
+        )
+        statuses = dict(session.execute(select(OutboxCommand.kind, OutboxCommand.status)).all())
+    assert statuses[OutboxKind.SEND_WELCOME_MSG] is OutboxStatus.SENT
+    assert statuses[OutboxKind.MARK_TAG] is OutboxStatus.SENT  # sent right after the handler
+    assert [m["welcome_code"] for m in scrm.sandbox.state.welcome_messages] == [
+        welcome.payload["welcome_code"]
+    ]
+
+
+def test_scheduler_builds_the_tick_table_and_refuses_unknown_ticks(ack_only_scrm):
+    scheduler = build_scheduler(ack_only_scrm.ctx)
+    assert {job.id for job in scheduler.get_jobs()} == {
+        "send_due_welcomes",
+        "dispatch_inbox",
+        "drain_outbox",
+        "reconcile",
+    }
+    fast_lane = build_scheduler(ack_only_scrm.ctx, ticks=("welcome",))
+    assert [job.id for job in fast_lane.get_jobs()] == ["send_due_welcomes"]
+    with pytest.raises(ValueError, match="unknown ticks"):
+        build_scheduler(ack_only_scrm.ctx, ticks=("welcome", "nap"))
