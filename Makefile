@@ -26,7 +26,7 @@ run: install
 	$(BIN)/scrm db upgrade
 	$(BIN)/scrm serve --host $(HOST) --port $(PORT)
 
-## make test: lint, layer contracts, the whole suite (SQLite; PostgreSQL when SCRM_TEST_DATABASE_URL is set)
+## make test: ruff, mypy, layer contracts, the whole suite (SQLite; PostgreSQL when SCRM_TEST_DATABASE_URL is set)
 test: install chromium lint test-only
 
 test-only: install
@@ -35,6 +35,7 @@ test-only: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 typecheck: install
 	$(BIN)/mypy

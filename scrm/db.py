@@ -137,7 +137,8 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 @contextmanager
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One unit of work at an edge: commit on success, roll back on any exception."""
-    lock = _WRITE_LOCKS.get(factory.kw.get("bind"))
+    bind = factory.kw.get("bind")
+    lock = _WRITE_LOCKS.get(bind) if isinstance(bind, Engine) else None
     with lock if lock is not None else nullcontext():
         session = factory()
         try:

@@ -104,7 +104,7 @@ def add_counts(session: Session) -> dict[int, int]:
         .where(Friendship.channel_id.is_not(None))
         .group_by(Friendship.channel_id)
     )
-    return {channel_id: count for channel_id, count in rows}
+    return {channel_id: count for channel_id, count in rows if channel_id is not None}
 
 
 def new_lead_token() -> str:

@@ -24,7 +24,7 @@ class FriendFilter:
     offset: int = 0
 
 
-def friends_query(f: FriendFilter) -> Select[tuple[Friendship]]:
+def friends_query(f: FriendFilter) -> Select[Friendship]:
     stmt = select(Friendship).options(
         selectinload(Friendship.tags),
         selectinload(Friendship.channel),
