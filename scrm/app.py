@@ -39,7 +39,9 @@ class AfterAckPool:
     def __init__(self, ctx: Context, threads: int) -> None:
         self._ctx = ctx
         self.enabled = threads > 0
-        self._welcome = ThreadPoolExecutor(max_workers=2, thread_name_prefix="welcome") if threads else None
+        # Eight, not two: each sender records its outcome in a transaction, and on SQLite those
+        # queue for the one writer; more senders keep the WeCom calls flowing meanwhile.
+        self._welcome = ThreadPoolExecutor(max_workers=8, thread_name_prefix="welcome") if threads else None
         self._handlers = (
             ThreadPoolExecutor(max_workers=threads, thread_name_prefix="after-ack") if threads else None
         )
