@@ -86,6 +86,8 @@ def configure_logging(level: str) -> None:
     # Tick-by-tick scheduler chatter and per-request access lines drown what matters at INFO.
     for noisy in ("apscheduler", "waitress.queue"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # A tick still running when its next turn comes is skipped on purpose (max_instances=1).
+    logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
 
 
 def create_app(
