@@ -97,17 +97,25 @@ def default_database_url(instance_dir: Path) -> str:
     return f"sqlite:///{(instance_dir / 'scrm.db').resolve()}"
 
 
-def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: Path | None = None) -> Settings:
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    *,
+    dotenv: Path | None = None,
+    defaults: Mapping[str, str] | None = None,
+) -> Settings:
     """Build Settings from ``environ`` (default: ``.env`` overlaid by ``os.environ``).
 
-    Raises SettingsError naming the variable when a value is bad, so the process refuses to start.
+    ``defaults`` fill variables the environment leaves unset (e.g. ``scrm serve --port`` sets the
+    public URL the embedded sandbox is reached at). Raises SettingsError naming the variable when a
+    value is bad, so the process refuses to start.
     """
+    merged: dict[str, str] = dict(defaults or {})
     if environ is None:
-        merged = _read_dotenv(dotenv or Path.cwd() / ".env")
+        merged.update(_read_dotenv(dotenv or Path.cwd() / ".env"))
         merged.update(os.environ)
-        env: Mapping[str, str] = merged
     else:
-        env = environ
+        merged.update(environ)
+    env: Mapping[str, str] = merged
 
     instance_dir = Path(env.get("SCRM_INSTANCE_DIR", "instance"))
     database_url = env.get("SCRM_DATABASE_URL") or default_database_url(instance_dir)

@@ -23,9 +23,9 @@ from scrm.errors import ScrmError
 log = logging.getLogger(__name__)
 
 
-def _settings() -> Settings:
+def _settings(**defaults: str) -> Settings:
     try:
-        return load_settings()
+        return load_settings(defaults=defaults)
     except SettingsError as exc:
         raise click.UsageError(f"configuration: {exc}") from None
 
@@ -73,7 +73,8 @@ def serve(host: str, port: int, scheduler: bool, migrate: bool, demo: bool, thre
     from scrm.migrations import upgrade
     from scrm.services.context import Context
 
-    settings = _settings()
+    # Unless SCRM_PUBLIC_URL says otherwise, scrm (and its embedded sandbox) is where we listen.
+    settings = _settings(SCRM_PUBLIC_URL=f"http://{host}:{port}")
     if migrate:
         _ensure_sqlite_dir(settings)
         upgrade(settings.database_url)

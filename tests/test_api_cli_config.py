@@ -188,3 +188,12 @@ def test_cli_reports_bad_configuration_in_one_line(monkeypatch):
     monkeypatch.setenv("WECOM_AES_KEY", "bad")
     result = CliRunner().invoke(cli, ["apikey", "create", "--name", "x"])
     assert result.exit_code == 2 and "WECOM_AES_KEY" in result.output
+
+
+def test_serve_port_sets_the_public_url_unless_configured():
+    settings = load_settings({}, defaults={"SCRM_PUBLIC_URL": "http://127.0.0.1:8125"})
+    assert settings.wecom_api_base == "http://127.0.0.1:8125/sandbox/cgi-bin/"
+    explicit = load_settings(
+        {"SCRM_PUBLIC_URL": "https://scrm.example.com"}, defaults={"SCRM_PUBLIC_URL": "http://127.0.0.1:8125"}
+    )
+    assert explicit.public_url == "https://scrm.example.com"
