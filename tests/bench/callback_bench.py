@@ -300,17 +300,14 @@ def create_channel(db_url: str, sandbox: SandboxProcess) -> str:
     return state
 
 
-def run_floor(sandbox: SandboxProcess, state: str) -> Result:
-    port = free_port()
-    server = Gunicorn("tests.bench.floor_app:create_floor_app()", {}, port)
+def measure_acks(name: str, server: Gunicorn, sandbox: SandboxProcess, state: str) -> Result:
+    """Closed-loop acks/s, then open-loop latency at RATE; for servers whose work ends at the ack."""
     try:
-        wait_http(server.url + "/nope")
-        events = sandbox.prepare(state, THROUGHPUT_EVENTS)
-        closed_loop(server.url, events[:200])  # warm-up
-        rate, wall = closed_loop(server.url, events)
+        closed_loop(server.url, sandbox.prepare(state, 200))  # warm-up
+        rate, _ = closed_loop(server.url, sandbox.prepare(state, THROUGHPUT_EVENTS))
         latencies = open_loop(server.url, lambda n: sandbox.prepare(state, n), RATE, RATE_SECONDS)
         return Result(
-            "floor (decrypt only)",
+            name,
             {
                 "throughput_per_s": rate,
                 "p50_ms": percentile(latencies, 50) * 1000,
@@ -322,21 +319,31 @@ def run_floor(sandbox: SandboxProcess, state: str) -> Result:
         server.stop()
 
 
-def run_full(name: str, db_url: str, sandbox: SandboxProcess) -> Result:
-    reset_database(db_url)
-    state = create_channel(db_url, sandbox)
-    port = free_port()
-    env = {
+def run_floor(sandbox: SandboxProcess, state: str) -> Result:
+    server = Gunicorn("tests.bench.floor_app:create_floor_app()", {}, free_port())
+    wait_http(server.url + "/nope")
+    return measure_acks("floor (decrypt only)", server, sandbox, state)
+
+
+def scrm_env(db_url: str, sandbox: SandboxProcess, port: int) -> dict[str, str]:
+    return {
         "SCRM_DATABASE_URL": db_url,
         "WECOM_API_BASE": sandbox.url + "/cgi-bin/",
         "SCRM_PUBLIC_URL": f"http://127.0.0.1:{port}",
         "SCRM_LOG_LEVEL": "WARNING",
+        # The production shape (Procfile): web workers only acknowledge.
+        "SCRM_DISPATCH_THREADS": "0",
     }
+
+
+def run_full(name: str, db_url: str, sandbox: SandboxProcess) -> Result:
+    reset_database(db_url)
+    state = create_channel(db_url, sandbox)
+    port = free_port()
+    env = scrm_env(db_url, sandbox, port)
     sandbox.set_webhook(f"http://127.0.0.1:{port}/wecom/callback")
-    # The production shape (Procfile): web workers only acknowledge; the scheduler sends welcome
-    # messages first, runs the handlers and the outbox. On this shared 2-core box it runs at a
-    # lower CPU priority than web, standing in for the cores it would have on its own host.
-    env["SCRM_DISPATCH_THREADS"] = "0"
+    # The scheduler sends welcome messages first, runs the handlers and the outbox. On this shared
+    # 2-core box it runs at a lower CPU priority than web, standing in for a host of its own.
     server = Gunicorn("scrm.app:create_app()", env, port)
     schedulers = [
         subprocess.Popen(
@@ -388,30 +395,9 @@ def run_ack_path(name: str, db_url: str, sandbox: SandboxProcess) -> Result:
     reset_database(db_url)
     state = create_channel(db_url, sandbox)
     port = free_port()
-    env = {
-        "SCRM_DATABASE_URL": db_url,
-        "WECOM_API_BASE": sandbox.url + "/cgi-bin/",
-        "SCRM_PUBLIC_URL": f"http://127.0.0.1:{port}",
-        "SCRM_LOG_LEVEL": "WARNING",
-        "SCRM_DISPATCH_THREADS": "0",
-    }
-    server = Gunicorn("scrm.app:create_app()", env, port)
-    try:
-        wait_http(server.url + "/healthz")
-        closed_loop(server.url, sandbox.prepare(state, 200))
-        ack_rate, _ = closed_loop(server.url, sandbox.prepare(state, THROUGHPUT_EVENTS))
-        latencies = open_loop(server.url, lambda n: sandbox.prepare(state, n), RATE, RATE_SECONDS)
-        return Result(
-            name,
-            {
-                "throughput_per_s": ack_rate,
-                "p50_ms": percentile(latencies, 50) * 1000,
-                "p99_ms": percentile(latencies, 99) * 1000,
-                "rss_mb": max(server.worker_rss_mb() or [0]),
-            },
-        )
-    finally:
-        server.stop()
+    server = Gunicorn("scrm.app:create_app()", scrm_env(db_url, sandbox, port), port)
+    wait_http(server.url + "/healthz")
+    return measure_acks(name, server, sandbox, state)
 
 
 def postgres_available() -> bool:
