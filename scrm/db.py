@@ -76,13 +76,24 @@ class Base(DeclarativeBase):
 
 def _dialect_insert(session: Session, model: Any) -> Any:
     module: Any = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    return module.insert(model)
+    return module.insert(model.__table__)
+
+
+_INSERT_IGNORE: dict[tuple[str, str, tuple[str, ...]], Any] = {}
 
 
 def insert_ignore(session: Session, model: Any, values: dict[str, Any], conflict: list[str]) -> Any:
-    """INSERT … ON CONFLICT DO NOTHING for rows concurrency races on; returns the new id or None."""
-    stmt = _dialect_insert(session, model).values(**values).on_conflict_do_nothing(index_elements=conflict)
-    return session.execute(stmt.returning(model.id)).scalar_one_or_none()
+    """INSERT … ON CONFLICT DO NOTHING for rows concurrency races on; returns the new id or None.
+
+    The statement is built once per table and the values travel as parameters: building it
+    with ``.values(**values)`` on every callback cost more than the database round-trip.
+    """
+    key = (session.get_bind().dialect.name, model.__tablename__, tuple(conflict))
+    stmt = _INSERT_IGNORE.get(key)
+    if stmt is None:
+        stmt = _dialect_insert(session, model).on_conflict_do_nothing(index_elements=conflict)
+        stmt = _INSERT_IGNORE.setdefault(key, stmt.returning(model.__table__.c.id))
+    return session.execute(stmt, values).scalar_one_or_none()
 
 
 def upsert(session: Session, model: Any, values: dict[str, Any], conflict: list[str]) -> None:
