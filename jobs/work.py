@@ -152,18 +152,6 @@ def drain_outbox(ctx: Context, limit: int = 200) -> int:
     return sum(1 for command_id in ids if send_command(ctx, command_id))
 
 
-def retry_inbox(ctx: Context, limit: int = 200, *, grace: timedelta = timedelta(seconds=3)) -> int:
-    """Process due inbox rows: failed ones past their backoff, and pending ones older than
-    ``grace`` (a web worker normally takes fresh rows itself)."""
-    with transaction(ctx.session_factory) as session:
-        ids = inbox.due_ids(session, limit, min_age=grace)
-    done = 0
-    for inbox_id in ids:
-        if process_event(ctx, inbox_id, send_queued=True) in (InboxStatus.DONE, InboxStatus.IGNORED):
-            done += 1
-    return done
-
-
 def dispatch_inbox(
     ctx: Context, pool: ThreadPoolExecutor, welcomes_idle: threading.Event | None = None, limit: int = 500
 ) -> int:

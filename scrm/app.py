@@ -78,10 +78,23 @@ class AfterAckPool:
                 executor.shutdown(wait=True)
 
 
+class _EventIdFilter(logging.Filter):
+    """Stamps each record with the inbox event being processed (or '-'), for tracing one event."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        event_id = work.current_event_id.get()
+        record.event_id = event_id if event_id is not None else "-"
+        return True
+
+
 def configure_logging(level: str) -> None:
     root = logging.getLogger()
     if not root.handlers:
-        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(
+            level=level, format="%(asctime)s %(levelname)s %(name)s [%(event_id)s]: %(message)s"
+        )
+        for handler in root.handlers:
+            handler.addFilter(_EventIdFilter())
     root.setLevel(level)
     # Tick-by-tick scheduler chatter and per-request access lines drown what matters at INFO.
     for noisy in ("apscheduler", "waitress.queue"):
@@ -139,7 +152,3 @@ def create_app(
         app.extensions["scrm.sandbox"] = sandbox
         app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {"/sandbox": sandbox.app})  # type: ignore[method-assign]
     return app
-
-
-def pool_of(app: Flask) -> Any:
-    return app.extensions["scrm.pool"]

@@ -296,7 +296,7 @@ def test_handler_failure_is_recorded_and_retried_not_bounced(scrm):
 
     with transaction(scrm.ctx.session_factory) as session:  # the backoff has passed
         session.get(InboxEvent, row.id).next_attempt_at = row.received_at
-    work.retry_inbox(scrm.ctx)
+    work.process_event(scrm.ctx, row.id)
     with scrm.session() as session:
         assert session.get(InboxEvent, row.id).status is InboxStatus.DONE
     assert friendship(scrm, ext, "zhangsan") is not None

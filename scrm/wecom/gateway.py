@@ -17,7 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 import requests
-from sqlalchemy import delete, select
+from sqlalchemy import delete
 from sqlalchemy.orm import Session, sessionmaker
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 from wechatpy.exceptions import WeChatClientException
@@ -96,10 +96,6 @@ class TokenStore(SessionStorage):  # type: ignore[misc]
             hit = self._cache.get(key)
             if hit is not None and hit[0] == value:
                 self._cache.pop(key, None)
-
-    def peek(self, key: str) -> str | None:
-        with self._factory() as session:
-            return session.scalar(select(WeComToken.value).where(WeComToken.key == key))
 
 
 class _Client(WeChatClient):  # type: ignore[misc]
