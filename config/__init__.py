@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 SANDBOX_API_PATH = "/sandbox/cgi-bin/"
@@ -52,7 +52,6 @@ class Settings:
     inbox_max_attempts: int = 8
     dispatch_threads: int = 4
     log_level: str = "INFO"
-    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def is_sqlite(self) -> bool:

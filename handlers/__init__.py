@@ -53,11 +53,6 @@ def lookup(envelope: Envelope) -> Handler | None:
     return _REGISTRY.get(key) or _REGISTRY.get((key[0], key[1], "*"))
 
 
-def registered_keys() -> list[tuple[str, str, str]]:
-    _load()
-    return sorted(_REGISTRY)
-
-
 def _load() -> None:
     # Importing the modules registers their handlers; done lazily so importing `handlers`
     # has no side effects (DESIGN §6.2).

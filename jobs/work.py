@@ -7,7 +7,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -163,7 +163,7 @@ def dispatch_inbox(
     handlers do not, and in one Python process only one thread runs at a time.
     """
     with transaction(ctx.session_factory) as session:
-        ids = inbox.due_ids(session, limit, min_age=timedelta(0))
+        ids = inbox.due_ids(session, limit)
     if not ids:
         return 0
 

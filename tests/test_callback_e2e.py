@@ -33,6 +33,7 @@ from scrm.models import (
     TagGroup,
     TagSource,
 )
+from scrm.timeutil import frozen_clock, utcnow
 from tests.helpers import count, create_channel
 
 
@@ -179,12 +180,9 @@ def test_tag_events_keep_library_in_step(scrm):
     scrm.settle()
     with scrm.session() as session:
         assert session.scalar(select(Tag.name).where(Tag.tag_id == tag_id)) == "D类客户"
-    group_id = (
-        next(g for g, v in scrm.sandbox.state.tag_groups.items() if v["group_name"] == "客户等级")
-        if any("group_name" in v for v in scrm.sandbox.state.tag_groups.values())
-        else None
-    )
-    scrm.driver.tag_event("shuffle", group_id or "", "tag_group")
+    group = scrm.sandbox.state.group_by_name("客户等级")
+    assert group is not None
+    scrm.driver.tag_event("shuffle", group["group_id"], "tag_group")
     scrm.driver.delete_tag(tag_id)
     scrm.settle()
     with scrm.session() as session:
@@ -341,12 +339,14 @@ def test_duplicate_delivery_is_one_event(scrm):
 def test_two_customers_same_rep_same_second_are_two_events(scrm):
     scrm.driver.deliver = False
     a, b = scrm.driver.new_customer("甲"), scrm.driver.new_customer("乙")
-    first = scrm.driver.add_customer("zhangsan", a)
-    second = scrm.driver.add_customer("zhangsan", b)
+    with frozen_clock(utcnow()):  # pin both events to one CreateTime
+        first = scrm.driver.add_customer("zhangsan", a)
+        second = scrm.driver.add_customer("zhangsan", b)
     # Same rep, same second, both from `sys`: FromUserName+CreateTime alone would collide.
+    assert first.query["timestamp"] == second.query["timestamp"]
     assert (
-        first.query["timestamp"] == second.query["timestamp"]
-        or abs(int(first.query["timestamp"]) - int(second.query["timestamp"])) <= 1
+        "<FromUserName><![CDATA[sys]]>" in first.plaintext
+        and "<FromUserName><![CDATA[sys]]>" in second.plaintext
     )
     for d in (first, second):
         assert scrm.driver.redeliver(d) == 200

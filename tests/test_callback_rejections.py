@@ -202,9 +202,7 @@ def test_vector_b_from_the_reference(clean_db):
     from scrm.app import create_app
     from tests.conftest import make_settings
 
-    settings = make_settings(
-        clean_db, WECOM_CALLBACK_UNUSED="1", SCRM_CALLBACK_MAX_AGE_S="0", SCRM_DISPATCH_THREADS="0"
-    )
+    settings = make_settings(clean_db, SCRM_CALLBACK_MAX_AGE_S="0", SCRM_DISPATCH_THREADS="0")
     client = create_app(settings, mount_sandbox=False).test_client()
     echo = client.get(
         "/wecom/callback",

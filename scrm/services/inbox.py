@@ -124,10 +124,11 @@ def mark_failed(session: Session, inbox_id: int, error: str, max_attempts: int) 
     return row
 
 
-def due_ids(session: Session, limit: int = 200, *, min_age: timedelta = timedelta(seconds=3)) -> list[int]:
-    """Rows a tick should pick up: failed and due, pending past a grace period, or lease lapsed.
+def due_ids(session: Session, limit: int = 200) -> list[int]:
+    """Rows a tick should pick up: pending, failed past their backoff, or with a lapsed lease.
 
-    The grace period leaves fresh rows to the web worker that accepted them.
+    A web worker may be taking a fresh row at the same moment; the compare-and-set in ``claim``
+    lets exactly one of them run it.
     """
     now = utcnow()
     stmt = (
@@ -135,7 +136,7 @@ def due_ids(session: Session, limit: int = 200, *, min_age: timedelta = timedelt
         .where(
             or_(
                 (InboxEvent.status == InboxStatus.FAILED) & (InboxEvent.next_attempt_at <= now),
-                (InboxEvent.status == InboxStatus.PENDING) & (InboxEvent.received_at <= now - min_age),
+                InboxEvent.status == InboxStatus.PENDING,
                 (InboxEvent.status == InboxStatus.PROCESSING) & (InboxEvent.lease_until < now),
             )
         )

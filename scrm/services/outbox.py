@@ -17,7 +17,7 @@ from sqlalchemy import or_, select, true, update
 from sqlalchemy.orm import Session
 
 from scrm.db import insert_ignore
-from scrm.errors import WeComError, WeComRateLimited, WeComRetryable
+from scrm.errors import Conflict, WeComError, WeComRateLimited, WeComRetryable
 from scrm.models import Channel, ChannelStatus, OutboxCommand, OutboxKind, OutboxStatus
 from scrm.timeutil import utcnow
 
@@ -181,9 +181,7 @@ def record_failure(session: Session, command_id: int, error: WeComError, max_att
 
 def retry_dead(session: Session, command_id: int) -> OutboxCommand:
     command = session.get_one(OutboxCommand, command_id)
-    if command.status not in (OutboxStatus.DEAD,):
-        from scrm.errors import Conflict
-
+    if command.status is not OutboxStatus.DEAD:
         raise Conflict(f"outbox command {command_id} is {command.status}; only dead commands can be retried")
     command.status = OutboxStatus.PENDING
     command.attempts = 0
