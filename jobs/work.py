@@ -4,35 +4,151 @@ from __future__ import annotations
 
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 import handlers
 from scrm.db import transaction
 from scrm.errors import WeComError, WeComRetryable
-from scrm.models import InboxStatus, OutboxCommand, OutboxKind, OutboxStatus
+from scrm.models import InboxStatus, OutboxKind, OutboxStatus
 from scrm.services import inbox, outbox
 from scrm.services.context import Context
 from scrm.services.welcome import WelcomeSend
 from scrm.timeutil import utcnow
-from scrm.wecom.parse import parse_envelope
+from scrm.wecom.parse import Envelope, parse_envelope
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 current_event_id: ContextVar[int | None] = ContextVar("current_event_id", default=None)
 
 
+# A batch applies its events in transactions of about this long: enough to spread the cost of a
+# commit over many events, short enough that on SQLite a web worker waiting to store a callback
+# (the one writer lock) is never held up by more than a few milliseconds of handler work.
+APPLY_BUDGET_S = 0.015
+BATCH = 32
+
+
 @dataclass
-class Outcome:
-    status: InboxStatus | None  # None: held by another worker, or waiting behind an earlier event
-    next_id: int | None = None  # the next event about the same customer, now first in line
-    queued: list[int] = field(default_factory=list)  # outbox rows the handler wrote
+class Staged:
+    """One claimed event between its WeCom reads (outside any transaction) and its apply."""
+
+    event: inbox.ClaimedEvent
+    envelope: Envelope | None = None
+    handler: handlers.Handler | None = None
+    prepared: Any = None
+    error: BaseException | None = None
+
+
+def _map(pool: Executor | None, fn: Callable[[T], R], items: list[T]) -> list[R]:
+    if pool is None or len(items) < 2:
+        return [fn(item) for item in items]
+    return list(pool.map(fn, items))
+
+
+def process_claimed(
+    ctx: Context, events: list[inbox.ClaimedEvent], pool: Executor | None = None, *, send_queued: bool = False
+) -> dict[int, InboxStatus]:
+    """Run the handlers of claimed events and record each outcome; returns each event's status.
+
+    WeCom reads (``prepare``) run first, outside any transaction and side by side on ``pool``.
+    Then the events apply in a few short transactions, each event in its own savepoint: one
+    event's failure rolls back that event only and is recorded on its row for a retry with
+    backoff. With ``send_queued`` the WeCom writes the handlers queued are sent right away
+    instead of waiting for the outbox tick.
+    """
+    staged = _map(pool, lambda event: _prepare(ctx, event), events)
+    failures = {s.event.id: s.error for s in staged if s.error is not None}
+    ready = [s for s in staged if s.error is None]
+    statuses: dict[int, InboxStatus] = {}
+    queued: list[int] = []
+    start = 0
+    while start < len(ready):
+        end = start
+        try:
+            with transaction(ctx.session_factory) as session:
+                applied: dict[int, InboxStatus] = {}
+                began = time.monotonic()
+                while end < len(ready) and (end == start or time.monotonic() - began < APPLY_BUDGET_S):
+                    item = ready[end]
+                    end += 1
+                    status = _apply(session, item, failures)
+                    if status is not None:
+                        applied[item.event.id] = status
+                inbox.mark_done_many(session, applied)
+                if send_queued and applied:
+                    queued += outbox.pending_for_events(session, list(applied))
+            statuses.update(applied)
+        except Exception as exc:  # noqa: BLE001 - the transaction itself failed: retry its events
+            for item in ready[start:end]:
+                failures[item.event.id] = exc
+        start = end
+    if failures:
+        statuses.update(_record_failures(ctx, failures))
+    if queued:
+        send_due(ctx, pool, ids=queued)
+    return statuses
+
+
+def _prepare(ctx: Context, event: inbox.ClaimedEvent) -> Staged:
+    token = current_event_id.set(event.id)
+    staged = Staged(event)
+    try:
+        staged.envelope = parse_envelope(event.payload)
+        staged.handler = handlers.lookup(staged.envelope)
+        if staged.handler is not None:
+            staged.prepared = staged.handler.prepare(ctx.gateway, staged.envelope)
+    except Exception as exc:  # noqa: BLE001 - recorded on the row, never raised to WeCom
+        staged.error = exc
+    finally:
+        current_event_id.reset(token)
+    return staged
+
+
+def _apply(session: Session, item: Staged, failures: dict[int, BaseException]) -> InboxStatus | None:
+    token = current_event_id.set(item.event.id)
+    try:
+        with session.begin_nested():
+            if item.handler is None:
+                return InboxStatus.IGNORED
+            assert item.envelope is not None
+            item.handler.apply(session, item.envelope, item.prepared, item.event.id)
+        return InboxStatus.DONE
+    except Exception as exc:  # noqa: BLE001 - this event's savepoint is rolled back; the rest go on
+        failures[item.event.id] = exc
+        return None
+    finally:
+        current_event_id.reset(token)
+
+
+def _record_failures(ctx: Context, failures: dict[int, BaseException]) -> dict[int, InboxStatus]:
+    statuses: dict[int, InboxStatus] = {}
+    with transaction(ctx.session_factory) as session:
+        for inbox_id, exc in failures.items():
+            token = current_event_id.set(inbox_id)
+            try:
+                error = f"{type(exc).__name__}: {exc}"
+                if isinstance(exc, WeComError | OperationalError):
+                    log.warning("inbox %s handler failed: %s", inbox_id, error)
+                else:
+                    log.error("inbox %s handler failed", inbox_id, exc_info=exc)
+                statuses[inbox_id] = inbox.mark_failed(
+                    session, inbox_id, error, ctx.settings.inbox_max_attempts
+                ).status
+            finally:
+                current_event_id.reset(token)
+    return statuses
 
 
 def process_event(
@@ -41,79 +157,31 @@ def process_event(
     """Claim one inbox row, run its handler, record the outcome; then the next row in its line.
 
     Returns the final status of ``inbox_id`` or None when another worker holds it or an earlier
-    event about the same customer is still open. With ``send_queued`` the WeCom writes the handler
-    queued are sent right away instead of waiting for the outbox tick.
+    event about the same customer is still open. ``force`` (replay) runs it whatever its status
+    and place in line, unless a worker is processing it right now.
     """
     result: InboxStatus | None = None
     next_id: int | None = inbox_id
     first = True
     while next_id is not None:
-        outcome = _process_one(ctx, next_id, force=force and first)
-        if first:
-            result = outcome.status
-        first = False
-        if send_queued:
-            for command_id in outcome.queued:
-                send_command(ctx, command_id)
-        next_id = outcome.next_id if follow_line else None
-    return result
-
-
-def _process_one(ctx: Context, inbox_id: int, *, force: bool) -> Outcome:
-    token = current_event_id.set(inbox_id)
-    try:
         with transaction(ctx.session_factory) as session:
-            row = inbox.claim(session, inbox_id, force=force)
-            if row is None:
-                return Outcome(None)
-            payload, ordering_key = row.payload, row.ordering_key
-        try:
-            envelope = parse_envelope(payload)
-            handler = handlers.lookup(envelope)
-            prepared = (
-                handler.prepare(ctx.gateway, envelope) if handler else None
-            )  # WeCom reads: no transaction
-            # One transaction applies the event, closes its row and finds what comes next.
-            with transaction(ctx.session_factory) as session:
-                if handler is None:
-                    status = InboxStatus.IGNORED
-                else:
-                    handler.apply(session, envelope, prepared, inbox_id)
-                    status = InboxStatus.DONE
-                inbox.mark_done(session, inbox_id, status)
-                session.flush()
-                queued = list(
-                    session.scalars(
-                        select(OutboxCommand.id).where(
-                            OutboxCommand.inbox_event_id == inbox_id,
-                            OutboxCommand.status == OutboxStatus.PENDING,
-                        )
-                    )
-                )
-                next_id = inbox.next_in_line(session, ordering_key, inbox_id)
-            return Outcome(status, next_id, queued)
-        except Exception as exc:  # noqa: BLE001 - any handler failure is recorded, never raised to WeCom
-            error = f"{type(exc).__name__}: {exc}"
-            if not isinstance(exc, WeComError | OperationalError):
-                log.exception("inbox %s handler failed", inbox_id)
+            if force and first:
+                row = inbox.claim(session, next_id, force=True)
+                events = [inbox.ClaimedEvent(row.id, row.payload, row.ordering_key)] if row else []
             else:
-                log.warning("inbox %s handler failed: %s", inbox_id, error)
-            with transaction(ctx.session_factory) as session:
-                row2 = inbox.mark_failed(session, inbox_id, error, ctx.settings.inbox_max_attempts)
-                return Outcome(row2.status)
-    finally:
-        current_event_id.reset(token)
-
-
-def send_command(ctx: Context, command_id: int) -> bool:
-    """Claim one outbox row and send it; True when it was sent (or found already done)."""
-    with transaction(ctx.session_factory) as session:
-        command = outbox.claim(session, command_id)
-        if command is None:
-            return False
-        kind, payload = command.kind, dict(command.payload)
-        key = wire_key(command.idempotency_key, command.created_at)
-    return _send(ctx, command_id, kind, payload, key)
+                events = inbox.claim_due(session, limit=1, ids=[next_id])
+        if not events:
+            break
+        event = events[0]
+        status = process_claimed(ctx, events, send_queued=send_queued).get(event.id)
+        if first:
+            result = status
+        first = False
+        if not follow_line or status not in (InboxStatus.DONE, InboxStatus.IGNORED):
+            break
+        with transaction(ctx.session_factory) as session:
+            next_id = inbox.next_in_line(session, event.ordering_key, event.id)
+    return result
 
 
 def wire_key(idempotency_key: str, created_at: datetime) -> str:
@@ -122,70 +190,97 @@ def wire_key(idempotency_key: str, created_at: datetime) -> str:
     return f"{idempotency_key}@{created_at.timestamp():.6f}"
 
 
-def _send(ctx: Context, command_id: int, kind: OutboxKind, payload: dict[str, Any], key: str) -> bool:
+def _attempt(
+    ctx: Context, kind: OutboxKind, payload: dict[str, Any], key: str
+) -> dict[str, Any] | WeComError:
+    """One WeCom write, outside any transaction; never raises — the outcome is recorded."""
     try:
-        result = ctx.gateway.execute(kind, payload, key)  # outside any transaction
+        return ctx.gateway.execute(kind, payload, key)
+    except WeComError as exc:
+        return exc
     except Exception as exc:  # noqa: BLE001 - release the claim whatever happened; never leave it leased
-        error = exc if isinstance(exc, WeComError) else WeComRetryable(f"{type(exc).__name__} while sending")
-        if not isinstance(exc, WeComError):
-            log.exception("outbox %s (%s) failed unexpectedly", command_id, kind)
+        log.exception("outbox %s call failed unexpectedly", kind)
+        return WeComRetryable(f"{type(exc).__name__} while sending")
+
+
+def send_claimed(ctx: Context, claimed: list[outbox.Claimed], pool: Executor | None = None) -> int:
+    """Send claimed outbox rows (side by side on ``pool``), then record every outcome in one
+    transaction; returns how many are now sent."""
+    if not claimed:
+        return 0
+    results = _map(
+        pool, lambda c: _attempt(ctx, c.kind, c.payload, wire_key(c.idempotency_key, c.created_at)), claimed
+    )
+    outcomes = {c.id: result for c, result in zip(claimed, results, strict=True)}
+    with transaction(ctx.session_factory) as session:
+        statuses = outbox.record_outcomes(session, outcomes, ctx.settings.outbox_max_attempts)
+    return sum(1 for status in statuses.values() if status is OutboxStatus.SENT)
+
+
+def send_due(
+    ctx: Context,
+    pool: Executor | None = None,
+    *,
+    ids: list[int] | None = None,
+    min_priority: int | None = None,
+    limit: int = 200,
+) -> int:
+    """Claim due outbox rows (all, only ``ids``, or only the urgent ones) and send them."""
+    with transaction(ctx.session_factory) as session:
+        claimed = outbox.claim_due(session, limit=limit, ids=ids, min_priority=min_priority)
+    return send_claimed(ctx, claimed, pool)
+
+
+def send_command(ctx: Context, command_id: int) -> bool:
+    """Claim one outbox row and send it; True when it was sent (or found already done)."""
+    return send_due(ctx, ids=[command_id]) == 1
+
+
+def drain_outbox(ctx: Context, limit: int = 200, pool: Executor | None = None) -> int:
+    """Send every due outbox row, ``limit`` at a time; returns how many were sent."""
+    total = 0
+    while True:
         with transaction(ctx.session_factory) as session:
-            command = outbox.record_failure(session, command_id, error, ctx.settings.outbox_max_attempts)
-            log.info(
-                "outbox %s (%s) attempt %s failed: %s -> %s",
-                command_id,
-                kind,
-                command.attempts,
-                error.errcode,
-                command.status,
-            )
-            return command.status.value == "sent"
-    with transaction(ctx.session_factory) as session:
-        outbox.record_success(session, command_id, result)
-    return True
-
-
-def drain_outbox(ctx: Context, limit: int = 200) -> int:
-    """Send every due outbox row; returns how many were sent."""
-    with transaction(ctx.session_factory) as session:
-        ids = outbox.due_ids(session, limit)
-    return sum(1 for command_id in ids if send_command(ctx, command_id))
+            claimed = outbox.claim_due(session, limit=limit)
+        total += send_claimed(ctx, claimed, pool)
+        if len(claimed) < limit:
+            return total
 
 
 def dispatch_inbox(
-    ctx: Context, pool: ThreadPoolExecutor, welcomes_idle: threading.Event | None = None, limit: int = 500
+    ctx: Context,
+    pool: Executor,
+    welcomes_idle: threading.Event | None = None,
+    limit: int = BATCH,
+    max_events: int = 5000,
 ) -> int:
-    """The scheduler's fast tick: process every due event, in parallel across customers.
+    """The scheduler's fast tick: process due events in batches until none is left.
 
-    Rows are claimed one by one with compare-and-set, so a web worker (or another scheduler
-    replica) working the same rows never runs an event twice. Handler threads step aside while
+    Rows are claimed with compare-and-set, so a web worker (or another scheduler replica)
+    working the same rows never runs an event twice. Between batches the tick steps aside while
     welcome messages are being sent (``welcomes_idle`` cleared): those race a 20 s clock, the
     handlers do not, and in one Python process only one thread runs at a time.
     """
-    with transaction(ctx.session_factory) as session:
-        ids = inbox.due_ids(session, limit)
-    if not ids:
-        return 0
-
-    def run(inbox_id: int) -> InboxStatus | None:
+    done = 0
+    handled = 0
+    while handled < max_events:
         if welcomes_idle is not None:
             welcomes_idle.wait(timeout=2.0)
-        return process_event(ctx, inbox_id, send_queued=True)
+        with transaction(ctx.session_factory) as session:
+            events = inbox.claim_due(session, limit=limit)
+        if not events:
+            break
+        statuses = process_claimed(ctx, events, pool, send_queued=True)
+        handled += len(events)
+        done += sum(1 for s in statuses.values() if s in (InboxStatus.DONE, InboxStatus.IGNORED))
+    return done
 
-    results = list(pool.map(run, ids))
-    return sum(1 for r in results if r in (InboxStatus.DONE, InboxStatus.IGNORED))
 
-
-def send_due_welcomes(ctx: Context, pool: ThreadPoolExecutor, welcomes_idle: threading.Event) -> int:
+def send_due_welcomes(ctx: Context, pool: Executor, welcomes_idle: threading.Event) -> int:
     """The scheduler's welcome tick (every 0.1 s): send pending welcome messages first of all."""
-    with transaction(ctx.session_factory) as session:
-        ids = outbox.due_ids(session, 200, min_priority=outbox.WELCOME_PRIORITY)
-    if not ids:
-        welcomes_idle.set()
-        return 0
     welcomes_idle.clear()
     try:
-        return sum(1 for sent in pool.map(lambda i: send_command(ctx, i), ids) if sent)
+        return send_due(ctx, pool, min_priority=outbox.WELCOME_PRIORITY)
     finally:
         welcomes_idle.set()
 
@@ -208,6 +303,8 @@ def send_welcome(ctx: Context, welcome: WelcomeSend) -> None:
                 outbox.record_expired(session, welcome.command_id)
             return
         key = wire_key(welcome.idempotency_key, welcome.created_at)
-        _send(ctx, welcome.command_id, OutboxKind.SEND_WELCOME_MSG, dict(welcome.payload), key)
+        result = _attempt(ctx, OutboxKind.SEND_WELCOME_MSG, dict(welcome.payload), key)
+        with transaction(ctx.session_factory) as session:
+            outbox.record_outcomes(session, {welcome.command_id: result}, ctx.settings.outbox_max_attempts)
     except Exception:  # noqa: BLE001 - background thread: the outbox tick retries after the lease
         log.exception("sending welcome %s failed; the scheduler will retry", welcome.command_id)

@@ -448,7 +448,10 @@ class SandboxState:
 
     def relations_of_customer(self, external_userid: str) -> list[dict[str, Any]]:
         with self.lock:
-            rels = [r for r in self.relations.values() if r["external_userid"] == external_userid]
+            # By key over the (few) staff rather than a scan of every relation: externalcontact/get
+            # is the sandbox's hottest call and the relation table grows with every add.
+            keys = (_rel_key(external_userid, userid) for userid in self.staff)
+            rels = [rel for key in keys if (rel := self.relations.get(key)) is not None]
             return sorted(rels, key=lambda r: (r["createtime"], r["userid"]))
 
     # --- corp tags ---------------------------------------------------------------------------

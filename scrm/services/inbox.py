@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import ColumnElement, Table, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from scrm.db import insert_ignore
@@ -24,6 +25,8 @@ from scrm.timeutil import utcnow
 from scrm.wecom.parse import Envelope
 
 log = logging.getLogger(__name__)
+
+TABLE = cast(Table, InboxEvent.__table__)  # Core statements on the hot paths skip the ORM's per-row work
 
 LEASE = timedelta(seconds=120)
 # Long enough for one send with its timeout; a second sender after it would get 41051 anyway.
@@ -63,6 +66,66 @@ def accept(session: Session, envelope: Envelope, plaintext: str, *, claim_welcom
         return Accepted(None, None)
     claimed_for = WELCOME_LEASE if claim_welcome else None
     return Accepted(inbox_id, welcome.queue_for_event(session, envelope, inbox_id, claimed_for=claimed_for))
+
+
+@dataclass(frozen=True)
+class ClaimedEvent:
+    """A row this worker now holds (PROCESSING, leased)."""
+
+    id: int
+    payload: str
+    ordering_key: str
+
+
+def _due(now: datetime) -> ColumnElement[bool]:
+    t = TABLE.c
+    return or_(
+        t.status.in_((InboxStatus.PENDING, InboxStatus.FAILED)) & (t.next_attempt_at <= now),
+        (t.status == InboxStatus.PROCESSING) & (t.lease_until < now),
+    )
+
+
+def claim_due(session: Session, *, limit: int, ids: list[int] | None = None) -> list[ClaimedEvent]:
+    """Claim up to ``limit`` due rows that are first in line for their customer or group, in one
+    UPDATE … RETURNING; optionally only among ``ids``.
+
+    A row waits while an earlier row with its ordering key is still open (pending, processing or
+    failed), so one customer's events apply in arrival order while different customers' events
+    run side by side. The due condition is repeated in the outer WHERE: a compare-and-set, so a
+    web worker or another scheduler replica racing for the same row never gets it too.
+    """
+    now = utcnow()
+    t = TABLE
+    earlier = t.alias("earlier")
+    blocked = exists().where(
+        earlier.c.ordering_key == t.c.ordering_key,
+        earlier.c.id < t.c.id,
+        earlier.c.status.in_(OPEN_STATUSES),
+    )
+    candidates = select(t.c.id).where(_due(now), or_(t.c.ordering_key == "", ~blocked))
+    if ids is not None:
+        candidates = candidates.where(t.c.id.in_(ids))
+    candidates = candidates.order_by(t.c.id).limit(limit)
+    rows = session.execute(
+        update(t)
+        .where(t.c.id.in_(candidates.scalar_subquery()), _due(now))
+        .values(status=InboxStatus.PROCESSING, lease_until=now + LEASE, attempts=t.c.attempts + 1)
+        .returning(t.c.id, t.c.payload, t.c.ordering_key)
+    ).all()
+    return sorted((ClaimedEvent(row.id, row.payload, row.ordering_key) for row in rows), key=lambda e: e.id)
+
+
+def mark_done_many(session: Session, statuses: dict[int, InboxStatus]) -> None:
+    """Close the rows a batch applied (DONE, or IGNORED when no handler knows the event)."""
+    t = TABLE
+    now = utcnow()
+    for status in set(statuses.values()):
+        ids = [i for i, s in statuses.items() if s is status]
+        session.execute(
+            update(t)
+            .where(t.c.id.in_(ids))
+            .values(status=status, processed_at=now, lease_until=None, last_error=None)
+        )
 
 
 def claim(session: Session, inbox_id: int, *, force: bool = False) -> InboxEvent | None:
@@ -122,28 +185,6 @@ def mark_failed(session: Session, inbox_id: int, error: str, max_attempts: int) 
         row.status = InboxStatus.FAILED
         row.next_attempt_at = utcnow() + timedelta(seconds=min(2**row.attempts, 600))
     return row
-
-
-def due_ids(session: Session, limit: int = 200) -> list[int]:
-    """Rows a tick should pick up: pending, failed past their backoff, or with a lapsed lease.
-
-    A web worker may be taking a fresh row at the same moment; the compare-and-set in ``claim``
-    lets exactly one of them run it.
-    """
-    now = utcnow()
-    stmt = (
-        select(InboxEvent.id)
-        .where(
-            or_(
-                (InboxEvent.status == InboxStatus.FAILED) & (InboxEvent.next_attempt_at <= now),
-                InboxEvent.status == InboxStatus.PENDING,
-                (InboxEvent.status == InboxStatus.PROCESSING) & (InboxEvent.lease_until < now),
-            )
-        )
-        .order_by(InboxEvent.id)
-        .limit(limit)
-    )
-    return list(session.scalars(stmt))
 
 
 def next_in_line(session: Session, ordering_key: str, after_id: int) -> int | None:

@@ -10,10 +10,12 @@ expired (a welcome code past its 20 s life); dead after ``max_attempts`` — vis
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import or_, select, true, update
+from sqlalchemy import ColumnElement, Table, or_, select, update
 from sqlalchemy.orm import Session
 
 from scrm.db import insert_ignore
@@ -23,8 +25,11 @@ from scrm.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 
+TABLE = cast(Table, OutboxCommand.__table__)  # Core statements on the hot paths skip the ORM's per-row work
+
 LEASE = timedelta(seconds=60)
 WELCOME_PRIORITY = 100
+EXPIRED_NOTE = "expired before it could be sent"
 # 41051: the customer already got a welcome (another app or an earlier try of ours) — done (doc 92137).
 ALREADY_DONE_ERRCODES = {OutboxKind.SEND_WELCOME_MSG: {41051}}
 # 41050: welcome code invalid or expired — nothing will ever make it work again.
@@ -72,49 +77,82 @@ def enqueue(
     )
 
 
-def due_ids(session: Session, limit: int = 100, *, min_priority: int | None = None) -> list[int]:
-    now = utcnow()
-    stmt = (
-        select(OutboxCommand.id)
-        .where(
-            or_(
-                (OutboxCommand.status == OutboxStatus.PENDING) & (OutboxCommand.next_attempt_at <= now),
-                (OutboxCommand.status == OutboxStatus.SENDING) & (OutboxCommand.lease_until < now),
-            ),
-            OutboxCommand.priority >= min_priority if min_priority is not None else true(),
-        )
-        .order_by(OutboxCommand.priority.desc(), OutboxCommand.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    return list(session.scalars(stmt))
+@dataclass(frozen=True)
+class Claimed:
+    """A row this worker now holds (SENDING, leased): everything needed to send it."""
+
+    id: int
+    kind: OutboxKind
+    payload: dict[str, Any]
+    idempotency_key: str
+    created_at: datetime
 
 
-def claim(session: Session, command_id: int) -> OutboxCommand | None:
-    """Take the row for sending if nobody else holds it; the caller commits right after."""
-    now = utcnow()
-    result = session.execute(
-        update(OutboxCommand)
-        .where(
-            OutboxCommand.id == command_id,
-            or_(
-                (OutboxCommand.status == OutboxStatus.PENDING) & (OutboxCommand.next_attempt_at <= now),
-                (OutboxCommand.status == OutboxStatus.SENDING) & (OutboxCommand.lease_until < now),
-            ),
-        )
-        .values(status=OutboxStatus.SENDING, lease_until=now + LEASE, attempts=OutboxCommand.attempts + 1)
-        .execution_options(synchronize_session=False)
+def _due(now: datetime) -> ColumnElement[bool]:
+    t = TABLE.c
+    return or_(
+        (t.status == OutboxStatus.PENDING) & (t.next_attempt_at <= now),
+        (t.status == OutboxStatus.SENDING) & (t.lease_until < now),
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
-        return None
-    command = session.get(OutboxCommand, command_id, populate_existing=True)
-    if command is not None and command.expires_at is not None and command.expires_at <= now:
-        command.status = OutboxStatus.EXPIRED
-        command.last_error = "expired before it could be sent"
-        command.lease_until = None
-        log.warning("outbox %s (%s) expired before sending", command.id, command.kind)
-        return None
-    return command
+
+
+def claim_due(
+    session: Session,
+    *,
+    limit: int = 100,
+    min_priority: int | None = None,
+    ids: Iterable[int] | None = None,
+) -> list[Claimed]:
+    """Claim up to ``limit`` due rows (optionally only among ``ids``) in one UPDATE … RETURNING.
+
+    The due condition sits in the outer WHERE as well as in the candidate scan, so it is a
+    compare-and-set: two claimers racing for a row never both get it (on PostgreSQL the scan
+    also skips rows another claimer has locked). Rows past their expiry — a welcome code older
+    than 20 s — are marked expired here instead of being handed out.
+    """
+    now = utcnow()
+    t = TABLE
+    candidates = select(t.c.id).where(_due(now))
+    if min_priority is not None:
+        candidates = candidates.where(t.c.priority >= min_priority)
+    if ids is not None:
+        candidates = candidates.where(t.c.id.in_(list(ids)))
+    candidates = (
+        candidates.order_by(t.c.priority.desc(), t.c.id).limit(limit).with_for_update(skip_locked=True)
+    )
+    rows = session.execute(
+        update(t)
+        .where(t.c.id.in_(candidates.scalar_subquery()), _due(now))
+        .values(status=OutboxStatus.SENDING, lease_until=now + LEASE, attempts=t.c.attempts + 1)
+        .returning(t.c.id, t.c.kind, t.c.payload, t.c.idempotency_key, t.c.created_at, t.c.expires_at)
+    ).all()
+    expired = [row.id for row in rows if row.expires_at is not None and row.expires_at <= now]
+    if expired:
+        session.execute(
+            update(t)
+            .where(t.c.id.in_(expired))
+            .values(status=OutboxStatus.EXPIRED, last_error=EXPIRED_NOTE, lease_until=None)
+        )
+        log.warning("outbox %s expired before sending", ", ".join(map(str, sorted(expired))))
+    return sorted(
+        (
+            Claimed(row.id, row.kind, dict(row.payload), row.idempotency_key, row.created_at)
+            for row in rows
+            if row.id not in expired
+        ),
+        key=lambda c: c.id,
+    )
+
+
+def pending_for_events(session: Session, inbox_ids: list[int]) -> list[int]:
+    """The writes these events' handlers just queued (so their worker can send them at once)."""
+    return list(
+        session.scalars(
+            select(OutboxCommand.id).where(
+                OutboxCommand.inbox_event_id.in_(inbox_ids), OutboxCommand.status == OutboxStatus.PENDING
+            )
+        )
+    )
 
 
 def backoff(attempts: int, *, rate_limited: bool = False) -> timedelta:
@@ -127,13 +165,40 @@ def backoff(attempts: int, *, rate_limited: bool = False) -> timedelta:
 def record_expired(session: Session, command_id: int) -> None:
     command = session.get_one(OutboxCommand, command_id)
     command.status = OutboxStatus.EXPIRED
-    command.last_error = "expired before it could be sent"
+    command.last_error = EXPIRED_NOTE
     command.lease_until = None
     log.warning("outbox %s (%s) expired before sending", command.id, command.kind)
 
 
+def record_outcomes(
+    session: Session, outcomes: dict[int, dict[str, Any] | WeComError], max_attempts: int
+) -> dict[int, OutboxStatus]:
+    """Record what a batch of sends came to, all rows in one go; returns each row's new status."""
+    commands = session.scalars(select(OutboxCommand).where(OutboxCommand.id.in_(list(outcomes))))
+    statuses: dict[int, OutboxStatus] = {}
+    for command in commands:
+        outcome = outcomes[command.id]
+        if isinstance(outcome, WeComError):
+            _failed(session, command, outcome, max_attempts)
+            log.info(
+                "outbox %s (%s) attempt %s failed: %s -> %s",
+                command.id,
+                command.kind,
+                command.attempts,
+                outcome.errcode,
+                command.status,
+            )
+        else:
+            _succeeded(session, command, outcome)
+        statuses[command.id] = command.status
+    return statuses
+
+
 def record_success(session: Session, command_id: int, result: dict[str, Any]) -> OutboxCommand:
-    command = session.get_one(OutboxCommand, command_id)
+    return _succeeded(session, session.get_one(OutboxCommand, command_id), result)
+
+
+def _succeeded(session: Session, command: OutboxCommand, result: dict[str, Any]) -> OutboxCommand:
     command.status = OutboxStatus.SENT
     command.sent_at = utcnow()
     command.lease_until = None
@@ -144,7 +209,10 @@ def record_success(session: Session, command_id: int, result: dict[str, Any]) ->
 
 
 def record_failure(session: Session, command_id: int, error: WeComError, max_attempts: int) -> OutboxCommand:
-    command = session.get_one(OutboxCommand, command_id)
+    return _failed(session, session.get_one(OutboxCommand, command_id), error, max_attempts)
+
+
+def _failed(session: Session, command: OutboxCommand, error: WeComError, max_attempts: int) -> OutboxCommand:
     command.lease_until = None
     command.last_errcode = error.errcode
     command.last_error = error.message[:2000]

@@ -127,25 +127,75 @@ class Gunicorn:
             env={**os.environ, **env},
         )
 
-    def worker_rss_mb(self) -> list[float]:
-        rss = []
+    def worker_pids(self) -> list[int]:
+        pids = []
         for pid_dir in Path("/proc").iterdir():
             if not pid_dir.name.isdigit():
                 continue
             try:
-                stat = (pid_dir / "stat").read_text().split()
-                if int(stat[3]) != self.proc.pid:
-                    continue
-                for line in (pid_dir / "status").read_text().splitlines():
+                if int((pid_dir / "stat").read_text().rsplit(")", 1)[1].split()[1]) == self.proc.pid:
+                    pids.append(int(pid_dir.name))
+            except (OSError, IndexError, ValueError):
+                continue
+        return pids
+
+    def worker_rss_mb(self) -> list[float]:
+        rss = []
+        for pid in self.worker_pids():
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                     if line.startswith("VmRSS:"):
                         rss.append(int(line.split()[1]) / 1024)
-            except (OSError, IndexError, ValueError):
+            except OSError:
                 continue
         return rss
 
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(20)
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes (all their threads), from /proc."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+def postgres_pids() -> list[int]:
+    pids = []
+    for pid_dir in Path("/proc").iterdir():
+        try:
+            if pid_dir.name.isdigit() and (pid_dir / "comm").read_text().strip() == "postgres":
+                pids.append(int(pid_dir.name))
+        except OSError:
+            continue
+    return pids
+
+
+class CpuMeter:
+    """CPU spent per event by each process of a run: where the two cores actually go."""
+
+    def __init__(self, groups: dict[str, Callable[[], list[int]]]) -> None:
+        self.groups = groups
+        self.start = self._read()
+
+    def _read(self) -> dict[str, float]:
+        reading = {name: cpu_seconds(pids()) for name, pids in self.groups.items()}
+        reading["bench client"] = sum(os.times()[:2])
+        return reading
+
+    def per_event_ms(self, events: int) -> dict[str, float]:
+        end = self._read()
+        return {name: round((end[name] - self.start[name]) * 1000 / events, 2) for name in end}
 
 
 def closed_loop(url: str, events: list[Prepared]) -> tuple[float, float]:
@@ -304,7 +354,10 @@ def measure_acks(name: str, server: Gunicorn, sandbox: SandboxProcess, state: st
     """Closed-loop acks/s, then open-loop latency at RATE; for servers whose work ends at the ack."""
     try:
         closed_loop(server.url, sandbox.prepare(state, 200))  # warm-up
-        rate, _ = closed_loop(server.url, sandbox.prepare(state, THROUGHPUT_EVENTS))
+        events = sandbox.prepare(state, THROUGHPUT_EVENTS)
+        meter = CpuMeter({"web workers": server.worker_pids, "sandbox": lambda: [sandbox.proc.pid]})
+        rate, _ = closed_loop(server.url, events)
+        cpu = meter.per_event_ms(THROUGHPUT_EVENTS)
         latencies = open_loop(server.url, lambda n: sandbox.prepare(state, n), RATE, RATE_SECONDS)
         return Result(
             name,
@@ -313,6 +366,7 @@ def measure_acks(name: str, server: Gunicorn, sandbox: SandboxProcess, state: st
                 "p50_ms": percentile(latencies, 50) * 1000,
                 "p99_ms": percentile(latencies, 99) * 1000,
                 "rss_mb": max(server.worker_rss_mb() or [0]),
+                "cpu_ms_per_event": cpu,
             },
         )
     finally:
@@ -359,9 +413,19 @@ def run_full(name: str, db_url: str, sandbox: SandboxProcess) -> Result:
         closed_loop(server.url, warm)
         wait_processed(db_url, 200)
         events = sandbox.prepare(state, THROUGHPUT_EVENTS)
+        meter = CpuMeter(
+            {
+                "web workers": server.worker_pids,
+                "scheduler": lambda: [s.pid for s in schedulers],
+                "sandbox": lambda: [sandbox.proc.pid],
+                **({"postgres": postgres_pids} if db_url.startswith("postgresql") else {}),
+            }
+        )
         start = time.perf_counter()
         ack_rate, _ = closed_loop(server.url, events)
         finished = wait_processed(db_url, 200 + THROUGHPUT_EVENTS)
+        time.sleep(1.0)  # the welcome and outbox sends that trail the last handler
+        cpu = meter.per_event_ms(THROUGHPUT_EVENTS)
         processed_rate = THROUGHPUT_EVENTS / (finished - start)
 
         before = max_inbox_id(db_url)
@@ -380,6 +444,7 @@ def run_full(name: str, db_url: str, sandbox: SandboxProcess) -> Result:
                 "welcome_p99_s": percentile(welcome, 99) if welcome else float("nan"),
                 "welcome_statuses": statuses,
                 "rss_mb": max(server.worker_rss_mb() or [0]),
+                "cpu_ms_per_event": cpu,
             },
         )
     finally:
@@ -453,6 +518,10 @@ def main() -> None:
             f"{r.name:34} {f['throughput_per_s']:9.1f} {ratio:7.2f} {f.get('ack_throughput_per_s', f['throughput_per_s']):8.1f} "
             f"{f['p50_ms']:7.1f} {f['p99_ms']:7.1f} {welcome:>18} {f['rss_mb']:7.1f}"
         )
+    print()
+    print("CPU per event (ms) by process, closed-loop phase until every event was processed:")
+    for r in results:
+        print(f"  {r.name:34} " + ", ".join(f"{k} {v}" for k, v in r.figures["cpu_ms_per_event"].items()))
     print()
     print(
         "targets: full ÷ floor >= 0.5; p99 <= 50 ms at 200 events/s; add -> welcome p99 <= 2 s; worker RSS <= 150 MB"
