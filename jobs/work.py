@@ -16,7 +16,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 import handlers
-from scrm.db import transaction
+from scrm.db import drop_session_caches, transaction
 from scrm.errors import WeComError, WeComRetryable
 from scrm.models import InboxStatus, OutboxKind, OutboxStatus
 from scrm.services import inbox, outbox
@@ -126,6 +126,7 @@ def _apply(session: Session, item: Staged, failures: dict[int, BaseException]) -
             item.handler.apply(session, item.envelope, item.prepared, item.event.id)
         return InboxStatus.DONE
     except Exception as exc:  # noqa: BLE001 - this event's savepoint is rolled back; the rest go on
+        drop_session_caches(session)
         failures[item.event.id] = exc
         return None
     finally:

@@ -93,7 +93,9 @@ def insert_ignore(session: Session, model: Any, values: dict[str, Any], conflict
     if stmt is None:
         stmt = _dialect_insert(session, model).on_conflict_do_nothing(index_elements=conflict)
         stmt = _INSERT_IGNORE.setdefault(key, stmt.returning(model.__table__.c.id))
-    return session.execute(stmt, values).scalar_one_or_none()
+    # Straight to the connection: a Core insert of explicit values needs none of the ORM's
+    # statement handling (nor an autoflush — the values never name a pending row's id).
+    return session.connection().execute(stmt, values).scalar_one_or_none()
 
 
 def upsert(session: Session, model: Any, values: dict[str, Any], conflict: list[str]) -> None:
@@ -101,6 +103,21 @@ def upsert(session: Session, model: Any, values: dict[str, Any], conflict: list[
     stmt = _dialect_insert(session, model).values(**values)
     updates = {k: stmt.excluded[k] for k in values if k not in conflict}
     session.execute(stmt.on_conflict_do_update(index_elements=conflict, set_=updates))
+
+
+_CACHES = "scrm_caches"
+
+
+def session_cache(session: Session, name: str) -> dict[Any, Any]:
+    """A lookup cache that lives as long as ``session`` (one unit of work, often a batch of
+    events): rows a batch reads again and again, such as the rep or the channel of many adds."""
+    caches: dict[str, dict[Any, Any]] = session.info.setdefault(_CACHES, {})
+    return caches.setdefault(name, {})
+
+
+def drop_session_caches(session: Session) -> None:
+    """Forget every session cache — after a savepoint rollback, a cached row may be gone."""
+    session.info.pop(_CACHES, None)
 
 
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:

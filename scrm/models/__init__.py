@@ -234,6 +234,7 @@ class Lead(Base):
     customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     channel: Mapped[Channel | None] = relationship()
+    customer: Mapped[Customer | None] = relationship()
 
 
 class Customer(Base):
@@ -275,6 +276,8 @@ class Activity(Base):
     summary: Mapped[str] = mapped_column(String(512), default="")
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     occurred_at: Mapped[datetime] = mapped_column(default=utcnow)
+    lead: Mapped[Lead | None] = relationship()
+    customer: Mapped[Customer | None] = relationship()
 
 
 class InboxEvent(Base):

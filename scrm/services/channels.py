@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from scrm.db import session_cache
 from scrm.errors import InvalidInput
 from scrm.models import Channel, ChannelStatus, Friendship, OutboxKind
 from scrm.services import outbox
@@ -34,11 +35,15 @@ class ResolvedState:
 
 
 def resolve_state(session: Session, state: str) -> ResolvedState:
+    """The channel a ``state`` names (remembered for the session: a batch of adds through one
+    code looks the channel up once) and the lead token it carries, if any."""
     if not state:
         return ResolvedState(None, None)
     base, _, lead_token = state.partition(LEAD_SEPARATOR)
-    channel = session.scalar(select(Channel).where(Channel.state == base))
-    return ResolvedState(channel, lead_token or None)
+    known: dict[str, Channel | None] = session_cache(session, "channel_by_state")
+    if base not in known:
+        known[base] = session.scalar(select(Channel).where(Channel.state == base))
+    return ResolvedState(known[base], lead_token or None)
 
 
 def create_channel(

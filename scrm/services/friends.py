@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from scrm.db import insert_ignore
+from scrm.db import insert_ignore, session_cache
 from scrm.models import ActivityKind, Friendship, FriendshipStatus, OutboxKind, Staff, StaffRole, TagSource
 from scrm.services import outbox, people, tags, timeline
 from scrm.services.channels import resolve_state
@@ -26,8 +26,12 @@ log = logging.getLogger(__name__)
 
 def ensure_staff(session: Session, userid: str, name: str = "") -> Staff:
     """The staff row for ``userid``, created if new. Events of different customers of one rep run
-    concurrently, so creation is an insert-or-nothing rather than a check-then-insert race."""
-    staff = session.scalar(select(Staff).where(Staff.userid == userid))
+    concurrently, so creation is an insert-or-nothing rather than a check-then-insert race.
+    Remembered for the session: a batch of adds for one rep looks the rep up once."""
+    known: dict[str, Staff] = session_cache(session, "staff_by_userid")
+    staff = known.get(userid)
+    if staff is None:
+        staff = session.scalar(select(Staff).where(Staff.userid == userid))
     if staff is None:
         now = utcnow()
         insert_ignore(
@@ -46,6 +50,7 @@ def ensure_staff(session: Session, userid: str, name: str = "") -> Staff:
         staff = session.scalars(select(Staff).where(Staff.userid == userid)).one()
     elif name and staff.name in ("", staff.userid):
         staff.name = name
+    known[userid] = staff
     return staff
 
 
@@ -73,41 +78,47 @@ def record_add(
     occurred_at: datetime,
     inbox_id: int | None,
 ) -> Friendship:
+    """Record an add. All lookups come first and the new rows reference each other through
+    relationships, so a first add (person, friendship, lead, customer, contact, timeline) is one
+    flush of inserts instead of a flush and an UPDATE per row."""
     ensure_staff(session, userid)
     contact_data = dict(detail.get("external_contact") or {"external_userid": external_userid})
     contact_data.setdefault("external_userid", external_userid)
-    person = people.upsert_external_contact(session, contact_data)
     follow = follow_of(detail, userid)
     state = state or str(follow.get("state") or "")
-    resolved = resolve_state(session, state)
-    channel = resolved.channel
+    with session.no_autoflush:
+        resolved = resolve_state(session, state)
+        channel = resolved.channel
+        known = people.find_external_contact(session, external_userid)
+        friendship = find(session, external_userid, userid) if known is not None else None
+        person = people.refresh_external_contact(session, contact_data, known)
+        is_new = friendship is None
+        if friendship is None:
+            friendship = Friendship(
+                external_contact=person, external_userid=external_userid, userid=userid, tags=[]
+            )
+            session.add(friendship)
+        friendship.status = FriendshipStatus.HALF if is_half else FriendshipStatus.ACTIVE
+        friendship.add_way = int(follow.get("add_way") or friendship.add_way or 0)
+        friendship.state = state[:64]
+        if channel is not None:
+            friendship.channel = channel
+        _copy_follow(friendship, follow)
+        created = follow.get("createtime")
+        friendship.added_at = from_unix(created) if created else occurred_at
+        friendship.removed_at = None
+        friendship.removed_by = None
+        friendship.removal_reason = None
+        tags.set_wecom_tags(session, friendship, _corp_tag_ids(follow))
 
-    friendship = find(session, external_userid, userid)
-    is_new = friendship is None
-    if friendship is None:
-        friendship = Friendship(external_contact_id=person.id, external_userid=external_userid, userid=userid)
-        session.add(friendship)
-    friendship.status = FriendshipStatus.HALF if is_half else FriendshipStatus.ACTIVE
-    friendship.add_way = int(follow.get("add_way") or friendship.add_way or 0)
-    friendship.state = state[:64]
-    friendship.channel_id = channel.id if channel else friendship.channel_id
-    _copy_follow(friendship, follow)
-    created = follow.get("createtime")
-    friendship.added_at = from_unix(created) if created else occurred_at
-    friendship.removed_at = None
-    friendship.removed_by = None
-    friendship.removal_reason = None
-    session.flush()
-    tags.set_wecom_tags(session, friendship, _corp_tag_ids(follow))
-
-    how = people.link_person(
-        session,
-        person,
-        phones=list(follow.get("remark_mobiles") or []),
-        channel=channel,
-        lead_token=resolved.lead_token,
-        userid=userid,
-    )
+        link = people.link_person(
+            session,
+            person,
+            phones=list(follow.get("remark_mobiles") or []),
+            channel=channel,
+            lead_token=resolved.lead_token,
+            userid=userid,
+        )
     if channel is not None and channel.auto_tag_ids:
         added = tags.add_tags(session, friendship, list(channel.auto_tag_ids), TagSource.CHANNEL)
         if added:
@@ -115,7 +126,7 @@ def record_add(
                 session,
                 OutboxKind.MARK_TAG,
                 {"userid": userid, "external_userid": external_userid, "add_tag": added},
-                f"mark_tag:channel:{friendship.id}:{inbox_id or 'direct'}",
+                f"mark_tag:channel:{external_userid}:{userid}:{inbox_id or 'direct'}",
                 inbox_event_id=inbox_id,
             )
     kind = ActivityKind.FRIEND_HALF_ADDED if is_half else ActivityKind.FRIEND_ADDED
@@ -126,10 +137,10 @@ def record_add(
         f"{'添加好友' if is_new else '重新添加好友'} / {userid} added{via}",
         external_userid=external_userid,
         userid=userid,
-        lead_id=person.lead_id,
-        customer_id=people.customer_id_of(session, person),
+        lead=link.lead if link.lead is not None else person.lead,
+        customer=link.customer,
         occurred_at=occurred_at,
-        data={"state": state, "add_way": friendship.add_way, "linked_by": how},
+        data={"state": state, "add_way": friendship.add_way, "linked_by": link.how},
     )
     return friendship
 

@@ -8,6 +8,7 @@ linked stays linked, so one person added by three reps is one lead/contact with 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import phonenumbers
@@ -47,11 +48,22 @@ def mask_phone(e164: str | None) -> str:
     return e164[:6] + "****" + e164[-4:] if len(e164) > 10 else "****"
 
 
+def find_external_contact(session: Session, external_userid: str) -> ExternalContact | None:
+    return session.scalar(select(ExternalContact).where(ExternalContact.external_userid == external_userid))
+
+
 def upsert_external_contact(session: Session, data: dict[str, Any]) -> ExternalContact:
-    external_userid = data["external_userid"]
-    person = session.scalar(select(ExternalContact).where(ExternalContact.external_userid == external_userid))
+    """Create or refresh the person from WeCom's external_contact detail."""
+    return refresh_external_contact(session, data, find_external_contact(session, data["external_userid"]))
+
+
+def refresh_external_contact(
+    session: Session, data: dict[str, Any], person: ExternalContact | None
+) -> ExternalContact:
+    """Refresh ``person`` (the row the caller looked up; None when there is none yet, and it is
+    created) from WeCom's detail. Nothing is flushed: ids come with the caller's flush."""
     if person is None:
-        person = ExternalContact(external_userid=external_userid)
+        person = ExternalContact(external_userid=data["external_userid"])
         session.add(person)
     person.name = str(data.get("name") or person.name or "")[:128]
     person.type = int(data.get("type") or person.type or 1)
@@ -59,8 +71,16 @@ def upsert_external_contact(session: Session, data: dict[str, Any]) -> ExternalC
     person.unionid = data.get("unionid") or person.unionid
     person.avatar = str(data.get("avatar") or "")[:512]
     person.corp_name = str(data.get("corp_name") or "")[:128]
-    session.flush()
     return person
+
+
+@dataclass(frozen=True)
+class Link:
+    """How a person came to be linked, and to what (objects: they may not have ids yet)."""
+
+    how: str  # 'already', 'token', 'unionid', 'phone' or 'new'
+    lead: Lead | None
+    customer: Customer | None
 
 
 def link_person(
@@ -71,63 +91,65 @@ def link_person(
     channel: Channel | None,
     lead_token: str | None,
     userid: str,
-) -> str:
-    """Link ``person`` to a lead or contact; returns how ('already', 'token', 'unionid', 'phone', 'new')."""
-    if person.lead_id or person.contact_id:
-        return "already"
-    if lead_token:
-        lead = session.scalar(select(Lead).where(Lead.token == lead_token))
-        if lead is not None:
-            _attach_lead(session, person, lead, "token")
-            ensure_customer(session, person)
-            return "token"
-    if person.unionid:
-        contact = session.scalar(select(Contact).where(Contact.unionid == person.unionid).limit(1))
-        if contact is not None:
-            _attach_contact(session, person, contact, "unionid")
-            return "unionid"
-        lead = session.scalar(select(Lead).where(Lead.unionid == person.unionid).order_by(Lead.id).limit(1))
-        if lead is not None:
-            _attach_lead(session, person, lead, "unionid")
-            ensure_customer(session, person)
-            return "unionid"
-    normalised = [p for p in (normalise_phone(raw) for raw in phones) if p]
-    for phone in normalised:
-        contact = session.scalar(select(Contact).where(Contact.phone_e164 == phone).limit(1))
-        if contact is not None:
-            _attach_contact(session, person, contact, "phone")
-            return "phone"
-        lead = session.scalar(select(Lead).where(Lead.phone_e164 == phone).order_by(Lead.id).limit(1))
-        if lead is not None:
-            _attach_lead(session, person, lead, "phone")
-            ensure_customer(session, person)
-            return "phone"
+) -> Link:
+    """Link ``person`` to a lead or contact, creating a lead (and its customer) when nothing matches.
+
+    Every lookup runs before anything is created, and new rows hang off each other through
+    relationships, so the whole link is written by the caller's one flush.
+    """
+    if person.lead_id or person.contact_id or person.lead is not None or person.contact is not None:
+        return Link("already", person.lead, customer_of(person))
+    with session.no_autoflush:
+        if lead_token:
+            lead = session.scalar(select(Lead).where(Lead.token == lead_token))
+            if lead is not None:
+                _attach_lead(session, person, lead, "token")
+                return Link("token", lead, ensure_customer(session, person))
+        if person.unionid:
+            contact = session.scalar(select(Contact).where(Contact.unionid == person.unionid).limit(1))
+            if contact is not None:
+                _attach_contact(session, person, contact, "unionid")
+                return Link("unionid", None, contact.customer)
+            lead = session.scalar(
+                select(Lead).where(Lead.unionid == person.unionid).order_by(Lead.id).limit(1)
+            )
+            if lead is not None:
+                _attach_lead(session, person, lead, "unionid")
+                return Link("unionid", lead, ensure_customer(session, person))
+        normalised = [p for p in (normalise_phone(raw) for raw in phones) if p]
+        for phone in normalised:
+            contact = session.scalar(select(Contact).where(Contact.phone_e164 == phone).limit(1))
+            if contact is not None:
+                _attach_contact(session, person, contact, "phone")
+                return Link("phone", None, contact.customer)
+            lead = session.scalar(select(Lead).where(Lead.phone_e164 == phone).order_by(Lead.id).limit(1))
+            if lead is not None:
+                _attach_lead(session, person, lead, "phone")
+                return Link("phone", lead, ensure_customer(session, person))
     lead = Lead(
         name=person.name,
         phone_e164=normalised[0] if normalised else None,
         unionid=person.unionid,
         source="channel" if channel else "wecom",
-        channel_id=channel.id if channel else None,
+        channel=channel,
         owner_userid=userid,
         status=LeadStatus.CONTACTED,
     )
     session.add(lead)
-    session.flush()
-    person.lead_id = lead.id
+    person.lead = lead
     timeline.record(
         session,
         ActivityKind.LEAD_CREATED,
         f"新线索 / new lead from {channel.name if channel else 'WeCom add'}",
         external_userid=person.external_userid,
         userid=userid,
-        lead_id=lead.id,
+        lead=lead,
     )
-    ensure_customer(session, person)
-    return "new"
+    return Link("new", lead, ensure_customer(session, person))
 
 
 def _attach_lead(session: Session, person: ExternalContact, lead: Lead, how: str) -> None:
-    person.lead_id = lead.id
+    person.lead = lead
     if lead.status is LeadStatus.NEW:
         lead.status = LeadStatus.CONTACTED
     if not lead.unionid and person.unionid:
@@ -137,13 +159,13 @@ def _attach_lead(session: Session, person: ExternalContact, lead: Lead, how: str
         ActivityKind.LINKED,
         f"关联线索 #{lead.id} / linked to lead by {how}",
         external_userid=person.external_userid,
-        lead_id=lead.id,
+        lead=lead,
         data={"by": how},
     )
 
 
 def _attach_contact(session: Session, person: ExternalContact, contact: Contact, how: str) -> None:
-    person.contact_id = contact.id
+    person.contact = contact
     if not contact.unionid and person.unionid:
         contact.unionid = person.unionid
     timeline.record(
@@ -162,10 +184,10 @@ def ensure_customer(session: Session, person: ExternalContact) -> Customer:
     A friend is always visible as a customer with a contact, even while its lead is unqualified;
     a lead that already points at a customer (converted or imported) keeps that customer.
     """
-    lead = session.get(Lead, person.lead_id) if person.lead_id else None
-    if person.contact_id:
-        return session.get_one(Contact, person.contact_id).customer
-    customer = session.get(Customer, lead.customer_id) if lead and lead.customer_id else None
+    if person.contact is not None:
+        return person.contact.customer
+    lead = person.lead
+    customer = lead.customer if lead is not None else None
     if customer is None:
         is_company = person.type == 2 and bool(person.corp_name)
         customer = Customer(
@@ -174,24 +196,22 @@ def ensure_customer(session: Session, person: ExternalContact) -> Customer:
             owner_userid=lead.owner_userid if lead else None,
         )
         session.add(customer)
-        session.flush()
         if lead is not None:
-            lead.customer_id = customer.id
+            lead.customer = customer
     contact = Contact(
-        customer_id=customer.id,
+        customer=customer,
         name=person.name,
         phone_e164=lead.phone_e164 if lead else None,
         unionid=person.unionid,
     )
     session.add(contact)
-    session.flush()
-    person.contact_id = contact.id
+    person.contact = contact
     return customer
 
 
-def customer_id_of(session: Session, person: ExternalContact) -> int | None:
-    if person.contact_id:
-        return session.get_one(Contact, person.contact_id).customer_id
-    if person.lead_id:
-        return session.get_one(Lead, person.lead_id).customer_id
+def customer_of(person: ExternalContact) -> Customer | None:
+    if person.contact is not None:
+        return person.contact.customer
+    if person.lead is not None:
+        return person.lead.customer
     return None

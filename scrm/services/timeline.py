@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from scrm.models import Activity, ActivityKind
+from scrm.models import Activity, ActivityKind, Customer, Lead
 from scrm.timeutil import utcnow
 
 
@@ -21,9 +21,13 @@ def record(
     userid: str | None = None,
     lead_id: int | None = None,
     customer_id: int | None = None,
+    lead: Lead | None = None,
+    customer: Customer | None = None,
     occurred_at: datetime | None = None,
     data: dict[str, Any] | None = None,
 ) -> Activity:
+    """Add one entry. Pass ``lead``/``customer`` objects when they may not have ids yet (created
+    in this unit of work): the flush fills the ids in, with no extra round trip."""
     activity = Activity(
         kind=kind,
         summary=summary[:512],
@@ -34,6 +38,10 @@ def record(
         occurred_at=occurred_at or utcnow(),
         data=data or {},
     )
+    if lead is not None:
+        activity.lead = lead
+    if customer is not None:
+        activity.customer = customer
     session.add(activity)
     return activity
 
