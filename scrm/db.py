@@ -7,6 +7,8 @@ constraint names come from a naming convention so Alembic revisions are stable.
 from __future__ import annotations
 
 import enum
+import fcntl
+import os
 import threading
 import weakref
 from collections.abc import Iterator
@@ -14,7 +16,7 @@ from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Engine, MetaData, String, create_engine, event
+from sqlalchemy import JSON, DateTime, Engine, MetaData, String, create_engine, event, insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -22,7 +24,55 @@ from sqlalchemy.types import TypeDecorator
 from scrm.timeutil import ensure_utc
 
 WRITE_OPTION = "scrm_write_transaction"
-_WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
+_WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, WriterLock] = weakref.WeakKeyDictionary()
+
+
+class WriterLock:
+    """SQLite's one writer, queued fairly: threads of this process on an RLock, processes (web
+    workers, the scheduler) on ``flock`` of a lock file beside the database.
+
+    Without it, writers of different processes queue on SQLite's busy handler, which sleeps up
+    to 100 ms between polls and turns a short queue into a long latency tail; a blocked flock
+    wakes the moment the holder lets go. Re-entrant within a thread.
+    """
+
+    def __init__(self, database: str | None) -> None:
+        self._rlock = threading.RLock()
+        self._depth = 0
+        self._path = f"{database}.writelock" if database and database != ":memory:" else None
+        self._fd: int | None = None
+        self._pid = 0
+
+    def _file(self) -> int | None:
+        if self._path is None:
+            return None
+        if self._fd is None or self._pid != os.getpid():  # a forked worker needs its own open file
+            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+            self._pid = os.getpid()
+        return self._fd
+
+    def __enter__(self) -> WriterLock:
+        self._rlock.acquire()
+        self._depth += 1
+        if self._depth == 1:
+            try:
+                fd = self._file()
+                if fd is not None:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+            except BaseException:
+                self._depth -= 1
+                self._rlock.release()
+                raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._depth -= 1
+        try:
+            if self._depth == 0 and self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._rlock.release()
+
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -98,6 +148,12 @@ def insert_ignore(session: Session, model: Any, values: dict[str, Any], conflict
     return session.connection().execute(stmt, values).scalar_one_or_none()
 
 
+def insert_returning_id(session: Session, model: Any, values: dict[str, Any]) -> int:
+    """A plain Core INSERT … RETURNING id on the session's connection (hot paths that skip the ORM)."""
+    table = model.__table__
+    return int(session.connection().execute(insert(table).returning(table.c.id), values).scalar_one())
+
+
 def upsert(session: Session, model: Any, values: dict[str, Any], conflict: list[str]) -> None:
     """INSERT … ON CONFLICT DO UPDATE: last writer wins (e.g. the shared access token)."""
     stmt = _dialect_insert(session, model).values(**values)
@@ -145,10 +201,7 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
             else:
                 conn.exec_driver_sql("BEGIN")
 
-        # One writer at a time inside this process: threads queue on a Python lock, which hands
-        # over at once, instead of on SQLite's busy handler, which sleeps up to 100 ms between
-        # polls and turns a short queue into a long latency tail.
-        _WRITE_LOCKS[engine] = threading.RLock()
+        _WRITE_LOCKS[engine] = WriterLock(engine.url.database)
 
         @event.listens_for(engine, "connect")
         def _sqlite_no_autobegin(dbapi_connection: Any, _record: Any) -> None:

@@ -25,6 +25,7 @@ from scrm.models import (
     InboxEvent,
     InboxStatus,
     Lead,
+    LeadStatus,
     OutboxCommand,
     OutboxKind,
     OutboxStatus,
@@ -80,6 +81,14 @@ def test_channel_scan_records_friend_lead_customer_tags_and_welcome(scrm):
         assert [(link.tag_id, link.source) for link in links] == [(tag_id, TagSource.CHANNEL)]
         kinds = set(session.scalars(select(Activity.kind).where(Activity.external_userid == ext)))
         assert {ActivityKind.FRIEND_ADDED, ActivityKind.LEAD_CREATED} <= kinds
+        assert lead.status is LeadStatus.CONTACTED and lead.owner_userid == "zhangsan"
+        added = session.scalars(
+            select(Activity).where(
+                Activity.external_userid == ext, Activity.kind == ActivityKind.FRIEND_ADDED
+            )
+        ).one()
+        assert (added.lead_id, added.customer_id) == (lead.id, contact.customer_id)
+        assert added.data["linked_by"] == "new" and added.summary.endswith("via 2026 展会")
     welcomes = [m for m in scrm.sandbox.state.welcome_messages if m.get("external_userid") == ext]
     assert len(welcomes) == 1 and welcomes[0]["text"] == "您好，欢迎！"
     marks = [m for m in scrm.sandbox.state.mark_tags if m.get("external_userid") == ext]

@@ -15,8 +15,17 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from scrm.db import insert_ignore, session_cache
-from scrm.models import ActivityKind, Friendship, FriendshipStatus, OutboxKind, Staff, StaffRole, TagSource
+from scrm.db import insert_ignore, insert_returning_id, session_cache
+from scrm.models import (
+    ActivityKind,
+    Channel,
+    Friendship,
+    FriendshipStatus,
+    OutboxKind,
+    Staff,
+    StaffRole,
+    TagSource,
+)
 from scrm.services import outbox, people, tags, timeline
 from scrm.services.channels import resolve_state
 from scrm.timeutil import from_unix, utcnow
@@ -77,19 +86,45 @@ def record_add(
     is_half: bool,
     occurred_at: datetime,
     inbox_id: int | None,
-) -> Friendship:
-    """Record an add. All lookups come first and the new rows reference each other through
-    relationships, so a first add (person, friendship, lead, customer, contact, timeline) is one
-    flush of inserts instead of a flush and an UPDATE per row."""
+) -> None:
+    """Record an add: the friendship, its channel, the person and their lead/customer, tags, the
+    channel's auto-tags (through the outbox) and the timeline.
+
+    All lookups come first. A friend nobody knew — the commonest event scrm sees — is written
+    with plain INSERTs (``_record_first_add``); every other case goes through the ORM, where new
+    rows reference each other through relationships and land in one flush.
+    """
+    session.flush()  # earlier work of this unit (a reconcile pass) must be visible to the lookups
     ensure_staff(session, userid)
     contact_data = dict(detail.get("external_contact") or {"external_userid": external_userid})
     contact_data.setdefault("external_userid", external_userid)
     follow = follow_of(detail, userid)
     state = state or str(follow.get("state") or "")
+    raw_phones = list(follow.get("remark_mobiles") or [])
     with session.no_autoflush:
         resolved = resolve_state(session, state)
         channel = resolved.channel
         known = people.find_external_contact(session, external_userid)
+        match: people.Match | None = None
+        if known is None:
+            phones = people.normalise_all(raw_phones)
+            unionid = contact_data.get("unionid") or None
+            match = people.find_match(session, unionid=unionid, phones=phones, lead_token=resolved.lead_token)
+            if match is None:
+                _record_first_add(
+                    session,
+                    userid=userid,
+                    external_userid=external_userid,
+                    contact_data=contact_data,
+                    follow=follow,
+                    state=state,
+                    channel=channel,
+                    phones=phones,
+                    is_half=is_half,
+                    occurred_at=occurred_at,
+                    inbox_id=inbox_id,
+                )
+                return
         friendship = find(session, external_userid, userid) if known is not None else None
         person = people.refresh_external_contact(session, contact_data, known)
         is_new = friendship is None
@@ -104,37 +139,30 @@ def record_add(
         if channel is not None:
             friendship.channel = channel
         _copy_follow(friendship, follow)
-        created = follow.get("createtime")
-        friendship.added_at = from_unix(created) if created else occurred_at
+        friendship.added_at = _added_at(follow, occurred_at)
         friendship.removed_at = None
         friendship.removed_by = None
         friendship.removal_reason = None
         tags.set_wecom_tags(session, friendship, _corp_tag_ids(follow))
-
-        link = people.link_person(
-            session,
-            person,
-            phones=list(follow.get("remark_mobiles") or []),
-            channel=channel,
-            lead_token=resolved.lead_token,
-            userid=userid,
-        )
+        if known is None:
+            phones = people.normalise_all(raw_phones)
+            link = people.apply_match(session, person, match, phones=phones, channel=channel, userid=userid)
+        else:
+            link = people.link_person(
+                session,
+                person,
+                phones=raw_phones,
+                channel=channel,
+                lead_token=resolved.lead_token,
+                userid=userid,
+            )
     if channel is not None and channel.auto_tag_ids:
         added = tags.add_tags(session, friendship, list(channel.auto_tag_ids), TagSource.CHANNEL)
-        if added:
-            outbox.enqueue(
-                session,
-                OutboxKind.MARK_TAG,
-                {"userid": userid, "external_userid": external_userid, "add_tag": added},
-                f"mark_tag:channel:{external_userid}:{userid}:{inbox_id or 'direct'}",
-                inbox_event_id=inbox_id,
-            )
-    kind = ActivityKind.FRIEND_HALF_ADDED if is_half else ActivityKind.FRIEND_ADDED
-    via = f" via {channel.name}" if channel else ""
+        _queue_channel_tags(session, userid, external_userid, added, inbox_id)
     timeline.record(
         session,
-        kind,
-        f"{'添加好友' if is_new else '重新添加好友'} / {userid} added{via}",
+        ActivityKind.FRIEND_HALF_ADDED if is_half else ActivityKind.FRIEND_ADDED,
+        _added_summary(userid, channel, is_new),
         external_userid=external_userid,
         userid=userid,
         lead=link.lead if link.lead is not None else person.lead,
@@ -142,7 +170,85 @@ def record_add(
         occurred_at=occurred_at,
         data={"state": state, "add_way": friendship.add_way, "linked_by": link.how},
     )
-    return friendship
+
+
+def _record_first_add(
+    session: Session,
+    *,
+    userid: str,
+    external_userid: str,
+    contact_data: dict[str, Any],
+    follow: dict[str, Any],
+    state: str,
+    channel: Channel | None,
+    phones: list[str],
+    is_half: bool,
+    occurred_at: datetime,
+    inbox_id: int | None,
+) -> None:
+    """The same rows as the ORM path of ``record_add`` for a person seen for the first time and
+    matching no lead or contact, as Core INSERTs: about a third of the ORM's CPU per add."""
+    new, lead_activity = people.insert_new_person(
+        session, contact_data, phones=phones, channel=channel, userid=userid
+    )
+    add_way = int(follow.get("add_way") or 0)
+    friendship_id = insert_returning_id(
+        session,
+        Friendship,
+        {
+            "external_contact_id": new.external_contact_id,
+            "external_userid": external_userid,
+            "userid": userid,
+            "status": FriendshipStatus.HALF if is_half else FriendshipStatus.ACTIVE,
+            "add_way": add_way,
+            "state": state[:64],
+            "channel_id": channel.id if channel else None,
+            **_follow_values(follow),
+            "added_at": _added_at(follow, occurred_at),
+        },
+    )
+    wecom_tags = list(dict.fromkeys(_corp_tag_ids(follow)))
+    channel_tags = [t for t in (channel.auto_tag_ids if channel else []) if t not in wecom_tags]
+    tags.insert_links(
+        session,
+        friendship_id,
+        [(t, TagSource.WECOM) for t in wecom_tags] + [(t, TagSource.CHANNEL) for t in channel_tags],
+    )
+    _queue_channel_tags(session, userid, external_userid, channel_tags, inbox_id)
+    friend_activity = timeline.row(
+        ActivityKind.FRIEND_HALF_ADDED if is_half else ActivityKind.FRIEND_ADDED,
+        _added_summary(userid, channel, is_new=True),
+        external_userid=external_userid,
+        userid=userid,
+        lead_id=new.lead_id,
+        customer_id=new.customer_id,
+        occurred_at=occurred_at,
+        data={"state": state, "add_way": add_way, "linked_by": "new"},
+    )
+    timeline.insert_rows(session, [lead_activity, friend_activity])
+
+
+def _queue_channel_tags(
+    session: Session, userid: str, external_userid: str, added: list[str], inbox_id: int | None
+) -> None:
+    if added:
+        outbox.enqueue(
+            session,
+            OutboxKind.MARK_TAG,
+            {"userid": userid, "external_userid": external_userid, "add_tag": added},
+            f"mark_tag:channel:{external_userid}:{userid}:{inbox_id or 'direct'}",
+            inbox_event_id=inbox_id,
+        )
+
+
+def _added_summary(userid: str, channel: Channel | None, is_new: bool) -> str:
+    via = f" via {channel.name}" if channel else ""
+    return f"{'添加好友' if is_new else '重新添加好友'} / {userid} added{via}"
+
+
+def _added_at(follow: dict[str, Any], occurred_at: datetime) -> datetime:
+    created = follow.get("createtime")
+    return from_unix(created) if created else occurred_at
 
 
 def record_edit(
@@ -151,7 +257,7 @@ def record_edit(
     friendship = find(session, external_userid, userid)
     if friendship is None:
         # An edit for a relation we never saw: the add was missed; heal by recording it now.
-        return record_add(
+        record_add(
             session,
             userid=userid,
             external_userid=external_userid,
@@ -161,6 +267,7 @@ def record_edit(
             occurred_at=occurred_at,
             inbox_id=None,
         )
+        return find(session, external_userid, userid)
     if detail.get("external_contact"):
         people.upsert_external_contact(session, dict(detail["external_contact"]))
     follow = follow_of(detail, userid)
@@ -261,13 +368,21 @@ def record_transfer_fail(
     )
 
 
-def _copy_follow(friendship: Friendship, follow: dict[str, Any]) -> None:
+def _follow_values(follow: dict[str, Any]) -> dict[str, Any]:
+    """The friendship columns a follow_user entry sets (none when WeCom sent no entry)."""
     if not follow:
-        return
-    friendship.remark = str(follow.get("remark") or "")[:128]
-    friendship.description = str(follow.get("description") or "")[:512]
-    friendship.remark_corp_name = str(follow.get("remark_corp_name") or "")[:128]
-    friendship.remark_mobiles = [str(m) for m in follow.get("remark_mobiles") or []]
+        return {}
+    return {
+        "remark": str(follow.get("remark") or "")[:128],
+        "description": str(follow.get("description") or "")[:512],
+        "remark_corp_name": str(follow.get("remark_corp_name") or "")[:128],
+        "remark_mobiles": [str(m) for m in follow.get("remark_mobiles") or []],
+    }
+
+
+def _copy_follow(friendship: Friendship, follow: dict[str, Any]) -> None:
+    for key, value in _follow_values(follow).items():
+        setattr(friendship, key, value)
 
 
 def _corp_tag_ids(follow: dict[str, Any]) -> list[str]:

@@ -15,6 +15,7 @@ import phonenumbers
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from scrm.db import insert_returning_id
 from scrm.models import (
     ActivityKind,
     Channel,
@@ -62,15 +63,12 @@ def refresh_external_contact(
 ) -> ExternalContact:
     """Refresh ``person`` (the row the caller looked up; None when there is none yet, and it is
     created) from WeCom's detail. Nothing is flushed: ids come with the caller's flush."""
+    values = person_values(data, person)
     if person is None:
-        person = ExternalContact(external_userid=data["external_userid"])
+        person = ExternalContact(external_userid=values["external_userid"])
         session.add(person)
-    person.name = str(data.get("name") or person.name or "")[:128]
-    person.type = int(data.get("type") or person.type or 1)
-    person.gender = int(data.get("gender") or 0)
-    person.unionid = data.get("unionid") or person.unionid
-    person.avatar = str(data.get("avatar") or "")[:512]
-    person.corp_name = str(data.get("corp_name") or "")[:128]
+    for key, value in values.items():
+        setattr(person, key, value)
     return person
 
 
@@ -83,6 +81,46 @@ class Link:
     customer: Customer | None
 
 
+@dataclass(frozen=True)
+class Match:
+    """An existing lead or contact a new friend turned out to be."""
+
+    how: str  # 'token', 'unionid' or 'phone'
+    lead: Lead | None = None
+    contact: Contact | None = None
+
+
+def normalise_all(phones: list[str]) -> list[str]:
+    return [p for p in (normalise_phone(raw) for raw in phones) if p]
+
+
+def find_match(
+    session: Session, *, unionid: str | None, phones: list[str], lead_token: str | None
+) -> Match | None:
+    """Look for the person among known leads and contacts: lead token, then unionid, then each
+    normalised phone (contacts before leads). Reads only; nothing is flushed."""
+    with session.no_autoflush:
+        if lead_token:
+            lead = session.scalar(select(Lead).where(Lead.token == lead_token))
+            if lead is not None:
+                return Match("token", lead=lead)
+        if unionid:
+            contact = session.scalar(select(Contact).where(Contact.unionid == unionid).limit(1))
+            if contact is not None:
+                return Match("unionid", contact=contact)
+            lead = session.scalar(select(Lead).where(Lead.unionid == unionid).order_by(Lead.id).limit(1))
+            if lead is not None:
+                return Match("unionid", lead=lead)
+        for phone in phones:
+            contact = session.scalar(select(Contact).where(Contact.phone_e164 == phone).limit(1))
+            if contact is not None:
+                return Match("phone", contact=contact)
+            lead = session.scalar(select(Lead).where(Lead.phone_e164 == phone).order_by(Lead.id).limit(1))
+            if lead is not None:
+                return Match("phone", lead=lead)
+    return None
+
+
 def link_person(
     session: Session,
     person: ExternalContact,
@@ -92,60 +130,127 @@ def link_person(
     lead_token: str | None,
     userid: str,
 ) -> Link:
-    """Link ``person`` to a lead or contact, creating a lead (and its customer) when nothing matches.
-
-    Every lookup runs before anything is created, and new rows hang off each other through
-    relationships, so the whole link is written by the caller's one flush.
-    """
+    """Link ``person`` to a lead or contact, creating a lead (and its customer) when nothing matches."""
     if person.lead_id or person.contact_id or person.lead is not None or person.contact is not None:
         return Link("already", person.lead, customer_of(person))
-    with session.no_autoflush:
-        if lead_token:
-            lead = session.scalar(select(Lead).where(Lead.token == lead_token))
-            if lead is not None:
-                _attach_lead(session, person, lead, "token")
-                return Link("token", lead, ensure_customer(session, person))
-        if person.unionid:
-            contact = session.scalar(select(Contact).where(Contact.unionid == person.unionid).limit(1))
-            if contact is not None:
-                _attach_contact(session, person, contact, "unionid")
-                return Link("unionid", None, contact.customer)
-            lead = session.scalar(
-                select(Lead).where(Lead.unionid == person.unionid).order_by(Lead.id).limit(1)
-            )
-            if lead is not None:
-                _attach_lead(session, person, lead, "unionid")
-                return Link("unionid", lead, ensure_customer(session, person))
-        normalised = [p for p in (normalise_phone(raw) for raw in phones) if p]
-        for phone in normalised:
-            contact = session.scalar(select(Contact).where(Contact.phone_e164 == phone).limit(1))
-            if contact is not None:
-                _attach_contact(session, person, contact, "phone")
-                return Link("phone", None, contact.customer)
-            lead = session.scalar(select(Lead).where(Lead.phone_e164 == phone).order_by(Lead.id).limit(1))
-            if lead is not None:
-                _attach_lead(session, person, lead, "phone")
-                return Link("phone", lead, ensure_customer(session, person))
-    lead = Lead(
-        name=person.name,
-        phone_e164=normalised[0] if normalised else None,
-        unionid=person.unionid,
-        source="channel" if channel else "wecom",
-        channel=channel,
-        owner_userid=userid,
-        status=LeadStatus.CONTACTED,
-    )
+    normalised = normalise_all(phones)
+    match = find_match(session, unionid=person.unionid, phones=normalised, lead_token=lead_token)
+    return apply_match(session, person, match, phones=normalised, channel=channel, userid=userid)
+
+
+def apply_match(
+    session: Session,
+    person: ExternalContact,
+    match: Match | None,
+    *,
+    phones: list[str],
+    channel: Channel | None,
+    userid: str,
+) -> Link:
+    """Link ``person`` to what ``find_match`` found, or to a new lead from ``channel``. New rows
+    hang off each other through relationships, so the caller's one flush writes them all."""
+    if match is not None and match.contact is not None:
+        _attach_contact(session, person, match.contact, match.how)
+        return Link(match.how, None, match.contact.customer)
+    if match is not None and match.lead is not None:
+        _attach_lead(session, person, match.lead, match.how)
+        return Link(match.how, match.lead, ensure_customer(session, person))
+    lead = Lead(**_new_lead_values(person.name, person.unionid, phones, channel, userid), channel=channel)
     session.add(lead)
     person.lead = lead
     timeline.record(
         session,
         ActivityKind.LEAD_CREATED,
-        f"新线索 / new lead from {channel.name if channel else 'WeCom add'}",
+        lead_created_summary(channel),
         external_userid=person.external_userid,
         userid=userid,
         lead=lead,
     )
     return Link("new", lead, ensure_customer(session, person))
+
+
+def lead_created_summary(channel: Channel | None) -> str:
+    return f"新线索 / new lead from {channel.name if channel else 'WeCom add'}"
+
+
+def _new_lead_values(
+    name: str, unionid: str | None, phones: list[str], channel: Channel | None, userid: str
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "phone_e164": phones[0] if phones else None,
+        "unionid": unionid,
+        "source": "channel" if channel else "wecom",
+        "owner_userid": userid,
+        "status": LeadStatus.CONTACTED,
+    }
+
+
+def _new_customer_values(person: dict[str, Any], owner_userid: str | None) -> dict[str, Any]:
+    is_company = person["type"] == 2 and bool(person["corp_name"])
+    return {
+        "kind": CustomerKind.COMPANY if is_company else CustomerKind.PERSON,
+        "name": (person["corp_name"] if is_company else person["name"]) or person["external_userid"],
+        "owner_userid": owner_userid,
+    }
+
+
+def person_values(data: dict[str, Any], person: ExternalContact | None = None) -> dict[str, Any]:
+    """The external_contacts columns WeCom's detail sets (``person``: the values it had)."""
+    return {
+        "external_userid": data["external_userid"],
+        "name": str(data.get("name") or (person.name if person else "") or "")[:128],
+        "type": int(data.get("type") or (person.type if person else 0) or 1),
+        "gender": int(data.get("gender") or 0),
+        "unionid": data.get("unionid") or (person.unionid if person else None),
+        "avatar": str(data.get("avatar") or "")[:512],
+        "corp_name": str(data.get("corp_name") or "")[:128],
+    }
+
+
+@dataclass(frozen=True)
+class NewPerson:
+    external_contact_id: int
+    lead_id: int
+    customer_id: int
+
+
+def insert_new_person(
+    session: Session, data: dict[str, Any], *, phones: list[str], channel: Channel | None, userid: str
+) -> tuple[NewPerson, dict[str, Any]]:
+    """A friend nobody knew (``find_match`` found nothing): customer, lead, contact and person
+    written with four Core INSERTs, the cheapest shape of the commonest event scrm sees. Returns
+    the new ids and the lead-created timeline row for the caller to insert with its own.
+
+    The rows are the ones ``apply_match`` + ``ensure_customer`` would build through the ORM.
+    """
+    values = person_values(data)
+    customer_id = insert_returning_id(session, Customer, _new_customer_values(values, userid))
+    lead = _new_lead_values(values["name"], values["unionid"], phones, channel, userid)
+    lead_id = insert_returning_id(
+        session, Lead, {**lead, "channel_id": channel.id if channel else None, "customer_id": customer_id}
+    )
+    contact_id = insert_returning_id(
+        session,
+        Contact,
+        {
+            "customer_id": customer_id,
+            "name": values["name"],
+            "phone_e164": lead["phone_e164"],
+            "unionid": values["unionid"],
+        },
+    )
+    person_id = insert_returning_id(
+        session, ExternalContact, {**values, "lead_id": lead_id, "contact_id": contact_id}
+    )
+    activity = timeline.row(
+        ActivityKind.LEAD_CREATED,
+        lead_created_summary(channel),
+        external_userid=values["external_userid"],
+        userid=userid,
+        lead_id=lead_id,
+    )
+    return NewPerson(person_id, lead_id, customer_id), activity
 
 
 def _attach_lead(session: Session, person: ExternalContact, lead: Lead, how: str) -> None:
@@ -189,12 +294,13 @@ def ensure_customer(session: Session, person: ExternalContact) -> Customer:
     lead = person.lead
     customer = lead.customer if lead is not None else None
     if customer is None:
-        is_company = person.type == 2 and bool(person.corp_name)
-        customer = Customer(
-            kind=CustomerKind.COMPANY if is_company else CustomerKind.PERSON,
-            name=(person.corp_name if is_company else person.name) or person.external_userid,
-            owner_userid=lead.owner_userid if lead else None,
-        )
+        known = {
+            "external_userid": person.external_userid,
+            "name": person.name,
+            "type": person.type,
+            "corp_name": person.corp_name,
+        }
+        customer = Customer(**_new_customer_values(known, lead.owner_userid if lead else None))
         session.add(customer)
         if lead is not None:
             lead.customer = customer

@@ -6,9 +6,9 @@ A tag event is handled by re-pulling the library (REFERENCE §2.3: simplest corr
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
 from scrm.models import Friendship, FriendshipTag, Tag, TagGroup, TagSource
@@ -69,6 +69,16 @@ def add_tags(session: Session, friendship: Friendship, tag_ids: list[str], sourc
     for tag_id in added:
         friendship.tags.append(FriendshipTag(tag_id=tag_id, source=source))
     return added
+
+
+def insert_links(session: Session, friendship_id: int, links: list[tuple[str, TagSource]]) -> None:
+    """Tag a friendship that was just inserted with Core (no ORM collection to append to)."""
+    if links:
+        now = utcnow()
+        session.connection().execute(
+            insert(cast(Table, FriendshipTag.__table__)),
+            [{"friendship_id": friendship_id, "tag_id": t, "source": s, "created_at": now} for t, s in links],
+        )
 
 
 def names(session: Session, tag_ids: list[str]) -> dict[str, str]:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
 from scrm.models import Activity, ActivityKind, Customer, Lead
@@ -44,6 +44,34 @@ def record(
         activity.customer = customer
     session.add(activity)
     return activity
+
+
+def row(
+    kind: ActivityKind,
+    summary: str,
+    *,
+    external_userid: str | None = None,
+    userid: str | None = None,
+    lead_id: int | None = None,
+    customer_id: int | None = None,
+    occurred_at: datetime | None = None,
+    data: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The column values of one entry, for ``insert_rows`` (hot paths that skip the ORM)."""
+    return {
+        "kind": kind,
+        "summary": summary[:512],
+        "external_userid": external_userid,
+        "userid": userid,
+        "lead_id": lead_id,
+        "customer_id": customer_id,
+        "occurred_at": occurred_at or utcnow(),
+        "data": data or {},
+    }
+
+
+def insert_rows(session: Session, rows: list[dict[str, Any]]) -> None:
+    session.connection().execute(insert(cast(Table, Activity.__table__)), rows)
 
 
 def for_person(session: Session, external_userid: str, limit: int = 200) -> list[Activity]:

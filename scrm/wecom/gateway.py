@@ -142,6 +142,10 @@ class WeComGateway:
                 self.corp_id, self.secret, session=self.token_store, timeout=self.timeout_s, auto_retry=False
             )
             client.API_BASE_URL = self.api_base
+            # Proxy settings are read from the environment once, here, instead of on every call
+            # (requests re-reads them and looks for ~/.netrc per request otherwise).
+            client._http.proxies = requests.utils.get_environ_proxies(self.api_base)
+            client._http.trust_env = False
             self._local.client = client
         return client
 
