@@ -1,0 +1,114 @@
+"""The scheduler's batch path: claiming many events at once, applying them in shared
+transactions with one savepoint each, and SQLite's cross-process writer lock."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from sqlalchemy import select
+
+from jobs import work
+from scrm.db import WriterLock, transaction
+from scrm.models import ExternalContact, Friendship, InboxEvent, InboxStatus, Lead
+from scrm.services import friends, inbox
+from tests.conftest import build_scrm
+from tests.helpers import count
+
+
+def ack_only(clean_db, sandbox_server):
+    """scrm whose web only acknowledges: events wait in the inbox for the test to work them."""
+    return build_scrm(clean_db, sandbox_server, SCRM_DISPATCH_THREADS="0")
+
+
+def claim(harness, limit: int = 10) -> list[inbox.ClaimedEvent]:
+    with transaction(harness.ctx.session_factory) as session:
+        return inbox.claim_due(session, limit=limit)
+
+
+def test_a_failing_event_rolls_back_alone_in_its_batch(clean_db, sandbox_server, monkeypatch):
+    harness, server = ack_only(clean_db, sandbox_server)
+    try:
+        exts = [harness.driver.new_customer(f"批量{i}") for i in range(3)]
+        for ext in exts:
+            assert harness.driver.add_customer("zhangsan", ext).status == 200
+        real_record_add = friends.record_add
+
+        def fails_after_writing(session, **kwargs):
+            real_record_add(session, **kwargs)  # the person, lead, customer and friendship are written…
+            if kwargs["external_userid"] == exts[1]:
+                raise RuntimeError("boom after writing")  # …and must all be rolled back
+
+        monkeypatch.setattr(friends, "record_add", fails_after_writing)
+        events = claim(harness)
+        assert len(events) == 3
+        statuses = work.process_claimed(harness.ctx, events)
+
+        by_ext = {}
+        with harness.session() as session:
+            for event in events:
+                row = session.get(InboxEvent, event.id)
+                by_ext[next(e for e in exts if e in row.payload)] = (statuses[event.id], row)
+        assert by_ext[exts[0]][0] is InboxStatus.DONE and by_ext[exts[2]][0] is InboxStatus.DONE
+        failed = by_ext[exts[1]][1]
+        assert failed.status is InboxStatus.FAILED and "boom after writing" in failed.last_error
+        assert count(harness, Friendship) == 2
+        assert count(harness, ExternalContact) == 2
+        assert count(harness, Lead) == 2
+        with harness.session() as session:
+            assert (
+                session.scalar(select(ExternalContact).where(ExternalContact.external_userid == exts[1]))
+                is None
+            )
+    finally:
+        server.shutdown()
+        harness.ctx.engine.dispose()
+
+
+def test_a_batch_claims_only_the_first_open_event_of_each_customer(clean_db, sandbox_server):
+    harness, server = ack_only(clean_db, sandbox_server)
+    try:
+        first, other = harness.driver.new_customer("顺序甲"), harness.driver.new_customer("顺序乙")
+        harness.driver.add_customer("zhangsan", first)
+        harness.driver.customer_deletes_rep("zhangsan", first)
+        harness.driver.add_customer("zhangsan", other)
+        with harness.session() as session:
+            add_first, delete_first, add_other = session.scalars(
+                select(InboxEvent.id).order_by(InboxEvent.id)
+            )
+
+        batch = claim(harness)
+        assert [e.id for e in batch] == [add_first, add_other]  # the delete waits behind its add
+        assert claim(harness) == []  # nothing else is due while those two are being worked
+        work.process_claimed(harness.ctx, batch)
+        assert [e.id for e in claim(harness)] == [delete_first]
+    finally:
+        server.shutdown()
+        harness.ctx.engine.dispose()
+
+
+PROBE = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    print("free")
+except BlockingIOError:
+    print("held")
+"""
+
+
+def test_sqlite_writers_of_different_processes_queue_on_the_lock_file(tmp_path):
+    database = tmp_path / "scrm.db"
+    lock = WriterLock(str(database))
+
+    def probe() -> str:
+        args = [sys.executable, "-c", PROBE, f"{database}.writelock"]
+        return subprocess.run(args, capture_output=True, text=True, check=True).stdout.strip()
+
+    with lock:
+        with lock:  # re-entrant within a thread
+            assert probe() == "held"
+        assert probe() == "held"  # still held until the outermost exit
+    assert probe() == "free"
+    assert WriterLock(":memory:")._path is None  # an in-memory database has no file to lock
