@@ -546,6 +546,7 @@ def h_send_welcome_msg(state: SandboxState, req: Req) -> dict[str, Any]:
     if now_ts() - entry["created_at"] > WELCOME_CODE_TTL_S:
         raise ApiError(41050)  # doc 92137: the code dies 20 seconds after the event
     entry["used"] = True
+    at = now_ts()
     state.welcome_messages.append(
         {
             "welcome_code": code,
@@ -553,7 +554,8 @@ def h_send_welcome_msg(state: SandboxState, req: Req) -> dict[str, Any]:
             "userid": entry["userid"],
             "text": text,
             "attachments": attachments,
-            "at": now_ts(),
+            "at": at,
+            "code_age_s": round(at - entry["created_at"], 3),  # the add → welcome time WeCom sees
         }
     )
     return ok()
@@ -957,6 +959,12 @@ def create_sandbox_app(state: SandboxState, *, webhook_url: str | None = None) -
         with state.lock:
             effects = [e for e in state.effects if not wanted or e["endpoint"] == wanted]
             return _json({"effects": effects})
+
+    @app.get("/_admin/welcome_messages")
+    def admin_welcome_messages() -> Response:
+        since = float(request.args.get("since", "0"))
+        with state.lock:
+            return _json({"welcome_messages": [m for m in state.welcome_messages if m["at"] >= since]})
 
     @app.get("/_admin/calls")
     def admin_calls() -> Response:
