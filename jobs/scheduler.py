@@ -49,7 +49,7 @@ def build_scheduler(ctx: Context, *, blocking: bool = False, ticks: tuple[str, .
     if "dispatch" in ticks:
         every(0.5, work.dispatch_inbox, dispatch_pool, welcomes_idle)
     if "outbox" in ticks:
-        every(1.0, work.drain_outbox)
+        every(1.0, work.drain_outbox_tick)
     if "reconcile" in ticks:
         scheduler.add_job(
             reconcile.run_safely, "cron", hour=3, minute=17, args=[ctx], id="reconcile", **common

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy.exc import OperationalError
@@ -237,15 +237,23 @@ def send_command(ctx: Context, command_id: int) -> bool:
     return send_due(ctx, ids=[command_id]) == 1
 
 
-def drain_outbox(ctx: Context, limit: int = 200, pool: Executor | None = None) -> int:
+def drain_outbox(
+    ctx: Context, limit: int = 200, pool: Executor | None = None, leave_urgent_for: timedelta | None = None
+) -> int:
     """Send every due outbox row, ``limit`` at a time; returns how many were sent."""
     total = 0
     while True:
         with transaction(ctx.session_factory) as session:
-            claimed = outbox.claim_due(session, limit=limit)
+            claimed = outbox.claim_due(session, limit=limit, leave_urgent_for=leave_urgent_for)
         total += send_claimed(ctx, claimed, pool)
         if len(claimed) < limit:
             return total
+
+
+def drain_outbox_tick(ctx: Context) -> int:
+    """The scheduler's outbox tick (every 1 s): every due write, leaving welcome messages to the
+    welcome lane unless they have waited past its grace (the lane is down or behind)."""
+    return drain_outbox(ctx, leave_urgent_for=outbox.WELCOME_LANE_GRACE)
 
 
 def dispatch_inbox(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
@@ -12,6 +13,8 @@ from sqlalchemy import select
 from jobs import work
 from jobs.scheduler import build_scheduler
 from scrm.models import Friendship, InboxEvent, InboxStatus, OutboxCommand, OutboxKind, OutboxStatus
+from scrm.services import outbox
+from scrm.timeutil import frozen_clock, utcnow
 from tests.conftest import build_scrm
 from tests.helpers import create_channel
 
@@ -58,10 +61,33 @@ def test_scheduler_builds_the_tick_table_and_refuses_unknown_ticks(ack_only_scrm
     assert {job.id for job in scheduler.get_jobs()} == {
         "send_due_welcomes",
         "dispatch_inbox",
-        "drain_outbox",
+        "drain_outbox_tick",
         "reconcile",
     }
     fast_lane = build_scheduler(ack_only_scrm.ctx, ticks=("welcome",))
     assert [job.id for job in fast_lane.get_jobs()] == ["send_due_welcomes"]
     with pytest.raises(ValueError, match="unknown ticks"):
         build_scheduler(ack_only_scrm.ctx, ticks=("welcome", "nap"))
+
+
+def test_welcome_messages_are_the_welcome_lanes_until_its_grace_runs_out(ack_only_scrm):
+    """The handler lane neither sends a fresh welcome with the handler's writes nor in its outbox
+    tick: a starved handler lane must not hold a 20-second code. Past the grace it does."""
+    scrm = ack_only_scrm
+    channel = create_channel(scrm, "宽限", ["zhangsan"], tag_names=["展会"], welcome_text="欢迎")
+    ext = scrm.driver.new_customer("孙悟")
+    assert scrm.driver.scan_channel(channel.state, ext).status == 200
+
+    def statuses() -> dict[OutboxKind, OutboxStatus]:
+        with scrm.session() as session:
+            return dict(session.execute(select(OutboxCommand.kind, OutboxCommand.status)).all())
+
+    with ThreadPoolExecutor(2) as pool:
+        assert work.dispatch_inbox(scrm.ctx, pool) == 1
+    assert statuses()[OutboxKind.MARK_TAG] is OutboxStatus.SENT  # the handler's own write went out
+    assert statuses()[OutboxKind.SEND_WELCOME_MSG] is OutboxStatus.PENDING
+    assert work.drain_outbox_tick(scrm.ctx) == 0
+    assert statuses()[OutboxKind.SEND_WELCOME_MSG] is OutboxStatus.PENDING
+    with frozen_clock(utcnow() + outbox.WELCOME_LANE_GRACE + timedelta(milliseconds=10)):
+        assert work.drain_outbox_tick(scrm.ctx) == 1
+    assert statuses()[OutboxKind.SEND_WELCOME_MSG] is OutboxStatus.SENT

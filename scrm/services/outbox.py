@@ -30,6 +30,8 @@ TABLE = cast(Table, OutboxCommand.__table__)  # Core statements on the hot paths
 LEASE = timedelta(seconds=60)
 WELCOME_PRIORITY = 100
 EXPIRED_NOTE = "expired before it could be sent"
+# How long the outbox tick leaves a welcome row to the welcome lane before sending it itself.
+WELCOME_LANE_GRACE = timedelta(seconds=2)
 # 41051: the customer already got a welcome (another app or an earlier try of ours) — done (doc 92137).
 ALREADY_DONE_ERRCODES = {OutboxKind.SEND_WELCOME_MSG: {41051}}
 # 41050: welcome code invalid or expired — nothing will ever make it work again.
@@ -102,19 +104,26 @@ def claim_due(
     limit: int = 100,
     min_priority: int | None = None,
     ids: Iterable[int] | None = None,
+    leave_urgent_for: timedelta | None = None,
 ) -> list[Claimed]:
     """Claim up to ``limit`` due rows (optionally only among ``ids``) in one UPDATE … RETURNING.
 
     The due condition sits in the outer WHERE as well as in the candidate scan, so it is a
     compare-and-set: two claimers racing for a row never both get it (on PostgreSQL the scan
     also skips rows another claimer has locked). Rows past their expiry — a welcome code older
-    than 20 s — are marked expired here instead of being handed out.
+    than 20 s — are marked expired here instead of being handed out. ``leave_urgent_for``: a
+    claimer that is not the welcome lane takes welcome rows only once they have waited that long
+    (the lane is down or behind), so it never competes with the lane for them.
     """
     now = utcnow()
     t = TABLE
     candidates = select(t.c.id).where(_due(now))
     if min_priority is not None:
         candidates = candidates.where(t.c.priority >= min_priority)
+    if leave_urgent_for is not None:
+        candidates = candidates.where(
+            or_(t.c.priority < WELCOME_PRIORITY, t.c.created_at <= now - leave_urgent_for)
+        )
     if ids is not None:
         candidates = candidates.where(t.c.id.in_(list(ids)))
     candidates = (
@@ -145,11 +154,14 @@ def claim_due(
 
 
 def pending_for_events(session: Session, inbox_ids: list[int]) -> list[int]:
-    """The writes these events' handlers just queued (so their worker can send them at once)."""
+    """The writes these events' handlers just queued (so their worker can send them at once);
+    not their welcome messages, which are the welcome lane's."""
     return list(
         session.scalars(
             select(OutboxCommand.id).where(
-                OutboxCommand.inbox_event_id.in_(inbox_ids), OutboxCommand.status == OutboxStatus.PENDING
+                OutboxCommand.inbox_event_id.in_(inbox_ids),
+                OutboxCommand.status == OutboxStatus.PENDING,
+                OutboxCommand.priority < WELCOME_PRIORITY,
             )
         )
     )
