@@ -1,4 +1,10 @@
-"""Units of work over the inbox and the outbox; each owns its transactions (DESIGN §6.1)."""
+"""Units of work over the inbox and the outbox; each owns its transactions (DESIGN §6.1).
+
+Events are claimed in batches with one statement, their WeCom reads run outside any transaction,
+and they apply in short transactions with a savepoint per event. Outbox rows are claimed the same
+way, sent outside transactions, and their outcomes recorded together. The scheduler's ticks and
+the web's after-ack pool are thin callers of what is here.
+"""
 
 from __future__ import annotations
 
@@ -35,7 +41,7 @@ current_event_id: ContextVar[int | None] = ContextVar("current_event_id", defaul
 
 # A batch applies its events in transactions of about this long: enough to spread the cost of a
 # commit over many events, short enough that on SQLite a web worker waiting to store a callback
-# (the one writer lock) is never held up by more than a few milliseconds of handler work.
+# (the one writer lock) is never held up by much more than that.
 APPLY_BUDGET_S = 0.015
 BATCH = 32
 
