@@ -173,8 +173,8 @@ def process_event(
     while next_id is not None:
         with transaction(ctx.session_factory) as session:
             if force and first:
-                row = inbox.claim(session, next_id, force=True)
-                events = [inbox.ClaimedEvent(row.id, row.payload, row.ordering_key)] if row else []
+                replayed = inbox.claim_for_replay(session, next_id)
+                events = [replayed] if replayed is not None else []
             else:
                 events = inbox.claim_due(session, limit=1, ids=[next_id])
         if not events:
@@ -236,11 +236,6 @@ def send_due(
     with transaction(ctx.session_factory) as session:
         claimed = outbox.claim_due(session, limit=limit, ids=ids, min_priority=min_priority)
     return send_claimed(ctx, claimed, pool)
-
-
-def send_command(ctx: Context, command_id: int) -> bool:
-    """Claim one outbox row and send it; True when it was sent (or found already done)."""
-    return send_due(ctx, ids=[command_id]) == 1
 
 
 def drain_outbox(

@@ -34,16 +34,22 @@ class ResolvedState:
     lead_token: str | None
 
 
+def split_state(state: str) -> tuple[str, str | None]:
+    """(the channel's own state, the lead token it carries or None)."""
+    base, _, lead_token = state.partition(LEAD_SEPARATOR)
+    return base, lead_token or None
+
+
 def resolve_state(session: Session, state: str) -> ResolvedState:
     """The channel a ``state`` names (remembered for the session: a batch of adds through one
     code looks the channel up once) and the lead token it carries, if any."""
     if not state:
         return ResolvedState(None, None)
-    base, _, lead_token = state.partition(LEAD_SEPARATOR)
+    base, lead_token = split_state(state)
     known: dict[str, Channel | None] = session_cache(session, "channel_by_state")
     if base not in known:
         known[base] = session.scalar(select(Channel).where(Channel.state == base))
-    return ResolvedState(known[base], lead_token or None)
+    return ResolvedState(known[base], lead_token)
 
 
 def create_channel(

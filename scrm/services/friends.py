@@ -100,14 +100,13 @@ def record_add(
     contact_data.setdefault("external_userid", external_userid)
     follow = follow_of(detail, userid)
     state = state or str(follow.get("state") or "")
-    raw_phones = list(follow.get("remark_mobiles") or [])
+    phones = people.normalise_all(list(follow.get("remark_mobiles") or []))
     with session.no_autoflush:
         resolved = resolve_state(session, state)
         channel = resolved.channel
         known = people.find_external_contact(session, external_userid)
         match: people.Match | None = None
         if known is None:
-            phones = people.normalise_all(raw_phones)
             unionid = contact_data.get("unionid") or None
             match = people.find_match(session, unionid=unionid, phones=phones, lead_token=resolved.lead_token)
             if match is None:
@@ -145,16 +144,10 @@ def record_add(
         friendship.removal_reason = None
         tags.set_wecom_tags(session, friendship, _corp_tag_ids(follow))
         if known is None:
-            phones = people.normalise_all(raw_phones)
             link = people.apply_match(session, person, match, phones=phones, channel=channel, userid=userid)
         else:
             link = people.link_person(
-                session,
-                person,
-                phones=raw_phones,
-                channel=channel,
-                lead_token=resolved.lead_token,
-                userid=userid,
+                session, person, phones=phones, channel=channel, lead_token=resolved.lead_token, userid=userid
             )
     if channel is not None and channel.auto_tag_ids:
         added = tags.add_tags(session, friendship, list(channel.auto_tag_ids), TagSource.CHANNEL)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
 
-from sqlalchemy import ColumnElement, Table, exists, func, or_, select, update
+from sqlalchemy import ColumnElement, Table, exists, or_, select, update
 from sqlalchemy.orm import Session
 
 from scrm.db import insert_ignore
@@ -128,48 +128,17 @@ def mark_done_many(session: Session, statuses: dict[int, InboxStatus]) -> None:
         )
 
 
-def claim(session: Session, inbox_id: int, *, force: bool = False) -> InboxEvent | None:
-    """Mark the row PROCESSING if it is due and first in line for its customer/group."""
-    now = utcnow()
-    row = session.get(InboxEvent, inbox_id)
-    if row is None:
-        return None
-    if row.ordering_key and not force:
-        earlier = session.scalar(
-            select(func.count())
-            .select_from(InboxEvent)
-            .where(
-                InboxEvent.ordering_key == row.ordering_key,
-                InboxEvent.id < row.id,
-                InboxEvent.status.in_(OPEN_STATUSES),
-            )
-        )
-        if earlier:
-            return None
-    due = or_(
-        InboxEvent.status.in_((InboxStatus.PENDING, InboxStatus.FAILED))
-        & (InboxEvent.next_attempt_at <= now),
-        (InboxEvent.status == InboxStatus.PROCESSING) & (InboxEvent.lease_until < now),
-    )
-    if force:
-        due = InboxEvent.status != InboxStatus.PROCESSING
-    result = session.execute(
-        update(InboxEvent)
-        .where(InboxEvent.id == inbox_id, due)
-        .values(status=InboxStatus.PROCESSING, lease_until=now + LEASE, attempts=InboxEvent.attempts + 1)
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
-        return None
-    return session.get(InboxEvent, inbox_id, populate_existing=True)
-
-
-def mark_done(session: Session, inbox_id: int, status: InboxStatus = InboxStatus.DONE) -> None:
-    row = session.get_one(InboxEvent, inbox_id)
-    row.status = status
-    row.processed_at = utcnow()
-    row.lease_until = None
-    row.last_error = None
+def claim_for_replay(session: Session, inbox_id: int) -> ClaimedEvent | None:
+    """Claim a row for ``scrm events replay`` whatever its status and place in line, unless a
+    worker is processing it right now."""
+    t = TABLE
+    row = session.execute(
+        update(t)
+        .where(t.c.id == inbox_id, t.c.status != InboxStatus.PROCESSING)
+        .values(status=InboxStatus.PROCESSING, lease_until=utcnow() + LEASE, attempts=t.c.attempts + 1)
+        .returning(t.c.id, t.c.payload, t.c.ordering_key)
+    ).first()
+    return ClaimedEvent(row.id, row.payload, row.ordering_key) if row is not None else None
 
 
 def mark_failed(session: Session, inbox_id: int, error: str, max_attempts: int) -> InboxEvent:

@@ -206,10 +206,6 @@ def record_outcomes(
     return statuses
 
 
-def record_success(session: Session, command_id: int, result: dict[str, Any]) -> OutboxCommand:
-    return _succeeded(session, session.get_one(OutboxCommand, command_id), result)
-
-
 def _succeeded(session: Session, command: OutboxCommand, result: dict[str, Any]) -> OutboxCommand:
     command.status = OutboxStatus.SENT
     command.sent_at = utcnow()
@@ -218,10 +214,6 @@ def _succeeded(session: Session, command: OutboxCommand, result: dict[str, Any])
     command.last_error = None
     _apply_side_effects(session, command, result)
     return command
-
-
-def record_failure(session: Session, command_id: int, error: WeComError, max_attempts: int) -> OutboxCommand:
-    return _failed(session, session.get_one(OutboxCommand, command_id), error, max_attempts)
 
 
 def _failed(session: Session, command: OutboxCommand, error: WeComError, max_attempts: int) -> OutboxCommand:

@@ -94,6 +94,13 @@ def normalise_all(phones: list[str]) -> list[str]:
     return [p for p in (normalise_phone(raw) for raw in phones) if p]
 
 
+# What each kind of match compares, on a contact and on a lead.
+_MATCH_COLUMNS = {
+    "unionid": (Contact.unionid, Lead.unionid),
+    "phone": (Contact.phone_e164, Lead.phone_e164),
+}
+
+
 def find_match(
     session: Session, *, unionid: str | None, phones: list[str], lead_token: str | None
 ) -> Match | None:
@@ -104,20 +111,16 @@ def find_match(
             lead = session.scalar(select(Lead).where(Lead.token == lead_token))
             if lead is not None:
                 return Match("token", lead=lead)
-        if unionid:
-            contact = session.scalar(select(Contact).where(Contact.unionid == unionid).limit(1))
+        keys: list[tuple[str, str]] = [("unionid", unionid)] if unionid else []
+        keys += [("phone", phone) for phone in phones]
+        for how, value in keys:
+            contact_column, lead_column = _MATCH_COLUMNS[how]
+            contact = session.scalar(select(Contact).where(contact_column == value).limit(1))
             if contact is not None:
-                return Match("unionid", contact=contact)
-            lead = session.scalar(select(Lead).where(Lead.unionid == unionid).order_by(Lead.id).limit(1))
+                return Match(how, contact=contact)
+            lead = session.scalar(select(Lead).where(lead_column == value).order_by(Lead.id).limit(1))
             if lead is not None:
-                return Match("unionid", lead=lead)
-        for phone in phones:
-            contact = session.scalar(select(Contact).where(Contact.phone_e164 == phone).limit(1))
-            if contact is not None:
-                return Match("phone", contact=contact)
-            lead = session.scalar(select(Lead).where(Lead.phone_e164 == phone).order_by(Lead.id).limit(1))
-            if lead is not None:
-                return Match("phone", lead=lead)
+                return Match(how, lead=lead)
     return None
 
 
@@ -130,12 +133,12 @@ def link_person(
     lead_token: str | None,
     userid: str,
 ) -> Link:
-    """Link ``person`` to a lead or contact, creating a lead (and its customer) when nothing matches."""
+    """Link ``person`` to a lead or contact, creating a lead (and its customer) when nothing
+    matches. ``phones``: already normalised (``normalise_all``)."""
     if person.lead_id or person.contact_id or person.lead is not None or person.contact is not None:
         return Link("already", person.lead, customer_of(person))
-    normalised = normalise_all(phones)
-    match = find_match(session, unionid=person.unionid, phones=normalised, lead_token=lead_token)
-    return apply_match(session, person, match, phones=normalised, channel=channel, userid=userid)
+    match = find_match(session, unionid=person.unionid, phones=phones, lead_token=lead_token)
+    return apply_match(session, person, match, phones=phones, channel=channel, userid=userid)
 
 
 def apply_match(

@@ -29,14 +29,16 @@ def record(
     """Add one entry. Pass ``lead``/``customer`` objects when they may not have ids yet (created
     in this unit of work): the flush fills the ids in, with no extra round trip."""
     activity = Activity(
-        kind=kind,
-        summary=summary[:512],
-        external_userid=external_userid,
-        userid=userid,
-        lead_id=lead_id,
-        customer_id=customer_id,
-        occurred_at=occurred_at or utcnow(),
-        data=data or {},
+        **row(
+            kind,
+            summary,
+            external_userid=external_userid,
+            userid=userid,
+            lead_id=lead_id,
+            customer_id=customer_id,
+            occurred_at=occurred_at,
+            data=data,
+        )
     )
     if lead is not None:
         activity.lead = lead

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from scrm.models import Channel, OutboxKind
 from scrm.services import outbox
-from scrm.services.channels import LEAD_SEPARATOR
+from scrm.services.channels import split_state
 from scrm.timeutil import from_unix, utcnow
 from scrm.wecom.parse import Envelope
 
@@ -81,7 +81,7 @@ def queue_for_event(
 
 def _template(session: Session, state: str) -> tuple[int, str] | None:
     """(channel id, welcome text) for the channel a state names; None when it has no welcome."""
-    base = state.partition(LEAD_SEPARATOR)[0]
+    base = split_state(state)[0]
     if not base:
         return None
     now = time.monotonic()

@@ -169,16 +169,7 @@ class Gunicorn:
         )
 
     def worker_pids(self) -> list[int]:
-        pids = []
-        for pid_dir in Path("/proc").iterdir():
-            if not pid_dir.name.isdigit():
-                continue
-            try:
-                if int((pid_dir / "stat").read_text().rsplit(")", 1)[1].split()[1]) == self.proc.pid:
-                    pids.append(int(pid_dir.name))
-            except (OSError, IndexError, ValueError):
-                continue
-        return pids
+        return pids_where(lambda pid_dir: _stat_fields(pid_dir)[1] == str(self.proc.pid))
 
     def worker_rss_mb(self) -> list[float]:
         rss = []
@@ -204,22 +195,32 @@ def cpu_seconds(pids: list[int]) -> float:
     total = 0.0
     for pid in pids:
         try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            fields = _stat_fields(Path(f"/proc/{pid}"))
             total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
         except (OSError, IndexError, ValueError):
             continue
     return total
 
 
-def postgres_pids() -> list[int]:
+def pids_where(test: Callable[[Path], bool]) -> list[int]:
+    """Processes whose /proc entry passes ``test`` (ones that vanish meanwhile are skipped)."""
     pids = []
     for pid_dir in Path("/proc").iterdir():
         try:
-            if pid_dir.name.isdigit() and (pid_dir / "comm").read_text().strip() == "postgres":
+            if pid_dir.name.isdigit() and test(pid_dir):
                 pids.append(int(pid_dir.name))
-        except OSError:
+        except (OSError, IndexError):
             continue
     return pids
+
+
+def _stat_fields(pid_dir: Path) -> list[str]:
+    """/proc/<pid>/stat after the command name: state, ppid, … (utime and stime at 11 and 12)."""
+    return (pid_dir / "stat").read_text().rsplit(")", 1)[1].split()
+
+
+def postgres_pids() -> list[int]:
+    return pids_where(lambda pid_dir: (pid_dir / "comm").read_text().strip() == "postgres")
 
 
 class CpuMeter:
