@@ -10,13 +10,14 @@ import enum
 import fcntl
 import os
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Engine, MetaData, String, create_engine, event, insert
+from sqlalchemy import JSON, Connection, DateTime, Engine, MetaData, String, create_engine, event, exc, insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -24,6 +25,8 @@ from sqlalchemy.types import TypeDecorator
 from scrm.timeutil import ensure_utc
 
 WRITE_OPTION = "scrm_write_transaction"
+# A pooled PostgreSQL connection idle longer than this is pinged before use (see _ping_when_idle).
+IDLE_PING_S = 5.0
 _WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, WriterLock] = weakref.WeakKeyDictionary()
 
 
@@ -124,25 +127,32 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON(), list[str]: JSON()}
 
 
-def _dialect_insert(session: Session, model: Any) -> Any:
-    module: Any = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+def dialect_insert(dialect_name: str, model: Any) -> Any:
+    """The dialect's own INSERT construct (the one with ``on_conflict_*``) for a model's table."""
+    module: Any = postgresql if dialect_name == "postgresql" else sqlite
     return module.insert(model.__table__)
 
 
 _INSERT_IGNORE: dict[tuple[str, str, tuple[str, ...]], Any] = {}
 
 
-def insert_ignore(session: Session, model: Any, values: dict[str, Any], conflict: list[str]) -> Any:
-    """INSERT … ON CONFLICT DO NOTHING for rows concurrency races on; returns the new id or None.
+def insert_ignore_statement(dialect_name: str, model: Any, conflict: list[str]) -> Any:
+    """INSERT … ON CONFLICT (conflict) DO NOTHING RETURNING id, built once per table.
 
-    The statement is built once per table and the values travel as parameters: building it
-    with ``.values(**values)`` on every callback cost more than the database round-trip.
+    The values travel as parameters: building the statement with ``.values(**values)`` on every
+    callback cost more than the database round-trip.
     """
-    key = (session.get_bind().dialect.name, model.__tablename__, tuple(conflict))
+    key = (dialect_name, model.__tablename__, tuple(conflict))
     stmt = _INSERT_IGNORE.get(key)
     if stmt is None:
-        stmt = _dialect_insert(session, model).on_conflict_do_nothing(index_elements=conflict)
+        stmt = dialect_insert(dialect_name, model).on_conflict_do_nothing(index_elements=conflict)
         stmt = _INSERT_IGNORE.setdefault(key, stmt.returning(model.__table__.c.id))
+    return stmt
+
+
+def insert_ignore(session: Session, model: Any, values: dict[str, Any], conflict: list[str]) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING for rows concurrency races on; returns the new id or None."""
+    stmt = insert_ignore_statement(session.get_bind().dialect.name, model, conflict)
     # Straight to the connection: a Core insert of explicit values needs none of the ORM's
     # statement handling (nor an autoflush — the values never name a pending row's id).
     return session.connection().execute(stmt, values).scalar_one_or_none()
@@ -156,7 +166,7 @@ def insert_returning_id(session: Session, model: Any, values: dict[str, Any]) ->
 
 def upsert(session: Session, model: Any, values: dict[str, Any], conflict: list[str]) -> None:
     """INSERT … ON CONFLICT DO UPDATE: last writer wins (e.g. the shared access token)."""
-    stmt = _dialect_insert(session, model).values(**values)
+    stmt = dialect_insert(session.get_bind().dialect.name, model).values(**values)
     updates = {k: stmt.excluded[k] for k in values if k not in conflict}
     session.execute(stmt.on_conflict_do_update(index_elements=conflict, set_=updates))
 
@@ -208,11 +218,59 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
             dbapi_connection.isolation_level = None
 
         return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True)
+    engine = create_engine(url, pool_size=pool_size, max_overflow=20)
+    _ping_when_idle(engine)
+    return engine
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Check a pooled connection before use only when it sat idle for a while.
+
+    A restarted or failed-over server breaks connections that sat in the pool; ``pool_pre_ping``
+    would catch that with a round-trip on *every* checkout — on the callback path that was a
+    fifth of the database time. A connection checked in moments ago is almost surely alive, so
+    only one idle for ``IDLE_PING_S`` is pinged; raising ``DisconnectionError`` makes the pool
+    replace it (SQLAlchemy's documented checkout recipe). Should the server die mid-burst, the
+    statement fails, SQLAlchemy invalidates the pool, and the callback answers 500 before
+    anything was acknowledged, so WeCom delivers it again.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _stamp(_dbapi_connection: Any, record: Any) -> None:
+        record.info["scrm_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("scrm_idle_since")
+        if idle_since is None or time.monotonic() - idle_since < IDLE_PING_S:
+            return  # brand new, or used a moment ago
+        try:
+            # The dialect's own ping (what pool_pre_ping runs): it leaves no transaction open.
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as error:
+            raise exc.DisconnectionError(f"pooled connection failed its idle check: {error}") from error
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+@contextmanager
+def hot_write(engine: Engine) -> Iterator[Connection]:
+    """A Core connection for the callback's own write, the one path run for every WeCom event.
+
+    PostgreSQL: autocommit — each statement is its own transaction, so a caller that needs two
+    rows written together writes them in one statement (``inbox.accept`` uses a CTE): one
+    round-trip instead of BEGIN, INSERTs and COMMIT. SQLite: one ``BEGIN IMMEDIATE`` transaction
+    under the writer lock, committed on exit, rolled back on an exception.
+    """
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            yield conn
+        return
+    with _WRITE_LOCKS.get(engine) or nullcontext(), engine.connect() as conn:
+        with conn.execution_options(**{WRITE_OPTION: True}).begin():
+            yield conn
 
 
 @contextmanager

@@ -1,8 +1,10 @@
 """The inbox: every verified callback, stored before WeCom gets its 200.
 
 ``accept`` inserts under the event's dedupe key (WeCom's retries of one event collapse to one row)
-and, for an add event carrying a WelcomeCode, queues the welcome message in the same transaction —
-the code lives 20 s (doc 92137), so it must not wait behind the handler. Processing claims a row
+and, for an add event carrying a WelcomeCode, queues the welcome message in the same write —
+the code lives 20 s (doc 92137), so it must not wait behind the handler. It runs for every
+callback while WeCom waits, so it uses a bare Core connection and as few statements as the
+database allows. Processing claims a row
 with a compare-and-set, and only when no earlier row about the same customer or group is still
 open: events of one customer apply in arrival order.
 """
@@ -12,14 +14,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import cast
+from functools import cache
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, exists, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Table, bindparam, exists, or_, select, update
 from sqlalchemy.orm import Session
 
-from scrm.db import insert_ignore
+from scrm.db import dialect_insert, insert_ignore_statement
 from scrm.errors import NotFound
-from scrm.models import InboxEvent, InboxStatus
+from scrm.models import InboxEvent, InboxStatus, OutboxCommand
 from scrm.services import welcome
 from scrm.timeutil import utcnow
 from scrm.wecom.parse import Envelope
@@ -40,32 +43,81 @@ class Accepted:
     welcome: welcome.WelcomeSend | None
 
 
-def accept(session: Session, envelope: Envelope, plaintext: str, *, claim_welcome: bool = False) -> Accepted:
-    """Store the event unless we hold it already. ``claim_welcome``: the caller will send the
-    welcome itself right after commit, so the row is claimed here (one transaction fewer)."""
+def accept(conn: Connection, envelope: Envelope, plaintext: str, *, claim_welcome: bool = False) -> Accepted:
+    """Store the event unless we hold it already, with its welcome command if it calls for one.
+
+    ``conn`` comes from ``db.hot_write``. On PostgreSQL that connection autocommits, so event and
+    welcome go in as one statement (a CTE); on SQLite it is one transaction. Either way a retry
+    of an event we hold writes nothing, not even a second welcome. ``claim_welcome``: the caller
+    sends the welcome itself right after commit, so the row is stored claimed.
+    """
     now = utcnow()
-    inbox_id = insert_ignore(
-        session,
-        InboxEvent,
-        {
-            "dedupe_key": envelope.dedupe_key,
-            "msg_type": envelope.msg_type[:32],
-            "event": envelope.event[:64],
-            "change_type": envelope.change_type[:64],
-            "ordering_key": envelope.ordering_key[:80],
-            "payload": plaintext,
-            "created_time": envelope.create_time,
-            "status": InboxStatus.PENDING.value,
-            "attempts": 0,
-            "received_at": now,
-            "next_attempt_at": now,
-        },
-        ["dedupe_key"],
+    event_row = {
+        "dedupe_key": envelope.dedupe_key,
+        "msg_type": envelope.msg_type[:32],
+        "event": envelope.event[:64],
+        "change_type": envelope.change_type[:64],
+        "ordering_key": envelope.ordering_key[:80],
+        "payload": plaintext,
+        "created_time": envelope.create_time,
+        "status": InboxStatus.PENDING.value,
+        "attempts": 0,
+        "received_at": now,
+        "next_attempt_at": now,
+    }
+    command = welcome.command_for_event(
+        conn, envelope, now=now, claimed_for=WELCOME_LEASE if claim_welcome else None
     )
-    if inbox_id is None:
-        return Accepted(None, None)
-    claimed_for = WELCOME_LEASE if claim_welcome else None
-    return Accepted(inbox_id, welcome.queue_for_event(session, envelope, inbox_id, claimed_for=claimed_for))
+    dialect = conn.dialect.name
+    if command is None:
+        inbox_id = conn.execute(_insert_event(dialect), event_row).scalar_one_or_none()
+        return Accepted(inbox_id, None)
+    if dialect == "postgresql":
+        params = event_row | {f"command_{name}": value for name, value in command.items()}
+        statement = _insert_event_and_command_pg(tuple(event_row), tuple(command))
+        inbox_id, command_id = conn.execute(statement, params).one()
+    else:
+        command_id = None
+        inbox_id = conn.execute(_insert_event(dialect), event_row).scalar_one_or_none()
+        if inbox_id is not None:
+            command_id = conn.execute(
+                insert_ignore_statement(dialect, OutboxCommand, ["idempotency_key"]),
+                command | {"inbox_event_id": inbox_id},
+            ).scalar_one_or_none()
+    return Accepted(inbox_id, welcome.WelcomeSend.of(command_id, command) if command_id else None)
+
+
+def _insert_event(dialect: str) -> Any:
+    return insert_ignore_statement(dialect, InboxEvent, ["dedupe_key"])
+
+
+@cache
+def _insert_event_and_command_pg(event_fields: tuple[str, ...], command_fields: tuple[str, ...]) -> Any:
+    """One PostgreSQL statement: the inbox row, and the outbox row only if the inbox row is new.
+
+    Returns (inbox id or NULL for a duplicate, command id or NULL). Built once for the column
+    names ``accept`` fills; the outbox values are bound as ``command_<column>``.
+    """
+    event_table, command_table = TABLE, cast(Table, OutboxCommand.__table__)
+    event = (
+        dialect_insert("postgresql", InboxEvent)
+        .values({name: bindparam(name, type_=event_table.c[name].type) for name in event_fields})
+        .on_conflict_do_nothing(index_elements=["dedupe_key"])
+        .returning(event_table.c.id)
+        .cte("event")
+    )
+    command_columns = [command_table.c[name] for name in command_fields if name != "inbox_event_id"]
+    command = (
+        dialect_insert("postgresql", OutboxCommand)
+        .from_select(
+            [c.name for c in command_columns] + ["inbox_event_id"],
+            select(*(bindparam(f"command_{c.name}", type_=c.type) for c in command_columns), event.c.id),
+        )
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        .returning(command_table.c.id)
+        .cte("command")
+    )
+    return select(select(event.c.id).scalar_subquery(), select(command.c.id).scalar_subquery())
 
 
 @dataclass(frozen=True)

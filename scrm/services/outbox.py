@@ -48,35 +48,57 @@ def enqueue(
     expires_at: datetime | None = None,
     inbox_event_id: int | None = None,
     channel_id: int | None = None,
+) -> int | None:
+    """Queue a write; a second enqueue with the same key is a no-op (returns None)."""
+    return insert_ignore(
+        session,
+        OutboxCommand,
+        command_row(
+            kind,
+            payload,
+            idempotency_key,
+            priority=priority,
+            expires_at=expires_at,
+            inbox_event_id=inbox_event_id,
+            channel_id=channel_id,
+        ),
+        ["idempotency_key"],
+    )
+
+
+def command_row(
+    kind: OutboxKind,
+    payload: dict[str, Any],
+    idempotency_key: str,
+    *,
+    priority: int = 0,
+    expires_at: datetime | None = None,
+    inbox_event_id: int | None = None,
+    channel_id: int | None = None,
     claimed_for: timedelta | None = None,
     now: datetime | None = None,
-) -> int | None:
-    """Queue a write; a second enqueue with the same key is a no-op (returns None).
+) -> dict[str, Any]:
+    """The column values of a new outbox row, for ``enqueue`` and the callback's own insert.
 
     ``claimed_for``: the caller sends the row itself right after commit, so it is stored already
     claimed (status SENDING, leased for that long) — no second round of claiming on the hot path.
     If the sender dies, the outbox tick takes the row over when the lease lapses.
     """
     now = now or utcnow()
-    return insert_ignore(
-        session,
-        OutboxCommand,
-        {
-            "idempotency_key": idempotency_key,
-            "kind": kind.value,
-            "payload": payload,
-            "status": (OutboxStatus.SENDING if claimed_for else OutboxStatus.PENDING).value,
-            "lease_until": now + claimed_for if claimed_for else None,
-            "priority": priority,
-            "attempts": 1 if claimed_for else 0,
-            "created_at": now,
-            "next_attempt_at": now,
-            "expires_at": expires_at,
-            "inbox_event_id": inbox_event_id,
-            "channel_id": channel_id,
-        },
-        ["idempotency_key"],
-    )
+    return {
+        "idempotency_key": idempotency_key,
+        "kind": kind.value,
+        "payload": payload,
+        "status": (OutboxStatus.SENDING if claimed_for else OutboxStatus.PENDING).value,
+        "lease_until": now + claimed_for if claimed_for else None,
+        "priority": priority,
+        "attempts": 1 if claimed_for else 0,
+        "created_at": now,
+        "next_attempt_at": now,
+        "expires_at": expires_at,
+        "inbox_event_id": inbox_event_id,
+        "channel_id": channel_id,
+    }
 
 
 @dataclass(frozen=True)

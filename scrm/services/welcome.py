@@ -1,7 +1,7 @@
 """Welcome messages: queued at accept time from the channel's template (doc 92137).
 
-The WelcomeCode is single-use and dies after 20 s, so the command is written in the same
-transaction as the inbox row, with top priority and an expiry, and sent before the handler runs.
+The WelcomeCode is single-use and dies after 20 s, so the command is written together with the
+inbox row (``inbox.accept``), with top priority and an expiry, and sent before the handler runs.
 """
 
 from __future__ import annotations
@@ -12,13 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, bindparam, select
 
 from scrm.models import Channel, OutboxKind
 from scrm.services import outbox
 from scrm.services.channels import split_state
-from scrm.timeutil import from_unix, utcnow
+from scrm.timeutil import from_unix
 from scrm.wecom.parse import Envelope
 
 WELCOME_CODE_LIFETIME = timedelta(seconds=20)
@@ -44,10 +43,17 @@ class WelcomeSend:
     expires_at: datetime
     created_at: datetime
 
+    @classmethod
+    def of(cls, command_id: int, row: dict[str, Any]) -> WelcomeSend:
+        return cls(command_id, row["payload"], row["idempotency_key"], row["expires_at"], row["created_at"])
 
-def queue_for_event(
-    session: Session, envelope: Envelope, inbox_id: int, *, claimed_for: timedelta | None = None
-) -> WelcomeSend | None:
+
+def command_for_event(
+    conn: Connection, envelope: Envelope, *, now: datetime, claimed_for: timedelta | None = None
+) -> dict[str, Any] | None:
+    """The outbox row (values, without the inbox id) of the welcome an add event calls for, or
+    None: not an add, no WelcomeCode (WeCom leaves it out when another app already welcomed),
+    or a channel without a welcome text."""
     code = envelope.get("WelcomeCode")
     if (
         envelope.event != "change_external_contact"
@@ -55,31 +61,25 @@ def queue_for_event(
         or not code
     ):
         return None
-    template = _template(session, envelope.get("State"))
+    template = _template(conn, envelope.get("State"))
     if template is None:
         return None
     channel_id, welcome_text = template
     # The code's clock started when WeCom created the event, not when we received it.
-    now = utcnow()
     started = min(from_unix(envelope.create_time), now)
-    payload = {"welcome_code": code, "text": {"content": welcome_text}}
-    key, expires_at = f"welcome:{code}", started + WELCOME_CODE_LIFETIME
-    command_id = outbox.enqueue(
-        session,
+    return outbox.command_row(
         OutboxKind.SEND_WELCOME_MSG,
-        payload,
-        key,
+        {"welcome_code": code, "text": {"content": welcome_text}},
+        f"welcome:{code}",
         priority=outbox.WELCOME_PRIORITY,
-        expires_at=expires_at,
-        inbox_event_id=inbox_id,
+        expires_at=started + WELCOME_CODE_LIFETIME,
         channel_id=channel_id,
         claimed_for=claimed_for,
         now=now,
     )
-    return WelcomeSend(command_id, payload, key, expires_at, now) if command_id is not None else None
 
 
-def _template(session: Session, state: str) -> tuple[int, str] | None:
+def _template(conn: Connection, state: str) -> tuple[int, str] | None:
     """(channel id, welcome text) for the channel a state names; None when it has no welcome."""
     base = split_state(state)[0]
     if not base:
@@ -88,7 +88,7 @@ def _template(session: Session, state: str) -> tuple[int, str] | None:
     with _templates_lock:
         hit = _templates.get(base)
     if hit is None or hit[0] <= now:
-        row = session.connection().execute(_TEMPLATE_QUERY, {"state": base}).first()
+        row = conn.execute(_TEMPLATE_QUERY, {"state": base}).first()
         if row is None:
             return None
         hit = (now + TEMPLATE_TTL_S, row.id, row.welcome_text)

@@ -45,6 +45,10 @@ CLIENTS = 16
 THROUGHPUT_EVENTS = int(os.environ.get("BENCH_EVENTS", "2000"))
 RATE = 200
 RATE_SECONDS = int(os.environ.get("BENCH_RATE_SECONDS", "10"))
+# BENCH_ONLY=full-sqlite,ack-pg …: a subset of the runs while working on one of them (the floor
+# always runs: every ratio is against a floor measured in the same run).
+RUNS = ("full-sqlite", "full-pg", "ack-sqlite", "ack-pg")
+ONLY = [name for name in os.environ.get("BENCH_ONLY", ",".join(RUNS)).split(",") if name]
 
 
 def free_port() -> int:
@@ -554,14 +558,25 @@ def main() -> None:
         floor_state = create_channel(f"sqlite:///{tmp / 'floor.db'}", sandbox)
         floor = run_floor(sandbox, floor_state)
         results.append(floor)
-        results.append(run_full("scrm full pipeline, SQLite", f"sqlite:///{tmp / 'bench.db'}", sandbox))
-        if postgres_available():
-            results.append(run_full("scrm full pipeline, PostgreSQL", PG_BENCH, sandbox))
-        results.append(run_ack_path("scrm ack path only, SQLite", f"sqlite:///{tmp / 'ack.db'}", sandbox))
-        if postgres_available():
-            results.append(run_ack_path("scrm ack path only, PostgreSQL", PG_BENCH, sandbox))
-        else:
-            print("PostgreSQL is not reachable at 127.0.0.1:5432; its row is skipped")
+        unknown = set(ONLY) - set(RUNS)
+        if unknown:
+            raise SystemExit(f"BENCH_ONLY: unknown runs {sorted(unknown)}; choose from {', '.join(RUNS)}")
+        pg = postgres_available()
+        if not pg:
+            print("PostgreSQL is not reachable at 127.0.0.1:5432; its rows are skipped")
+        runs = {
+            "full-sqlite": lambda: run_full(
+                "scrm full pipeline, SQLite", f"sqlite:///{tmp / 'bench.db'}", sandbox
+            ),
+            "full-pg": lambda: run_full("scrm full pipeline, PostgreSQL", PG_BENCH, sandbox),
+            "ack-sqlite": lambda: run_ack_path(
+                "scrm ack path only, SQLite", f"sqlite:///{tmp / 'ack.db'}", sandbox
+            ),
+            "ack-pg": lambda: run_ack_path("scrm ack path only, PostgreSQL", PG_BENCH, sandbox),
+        }
+        for name in RUNS:
+            if name in ONLY and (pg or not name.endswith("-pg")):
+                results.append(runs[name]())
     finally:
         sandbox.stop()
         shutil.rmtree(tmp, ignore_errors=True)
