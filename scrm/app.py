@@ -20,7 +20,7 @@ from config import Settings, instance_dir, load_settings
 from jobs import work
 from scrm.services.context import Context
 from scrm.services.welcome import WelcomeSend
-from scrm.web import api, callback, console, errors
+from scrm.web import api, auth, callback, console, errors
 from scrm.web.runtime import WebRuntime
 from scrm.wecom.crypto import CallbackCrypto
 
@@ -127,6 +127,7 @@ def create_app(
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
     )
+    app.session_interface = auth.CookieSessions()
     pool = AfterAckPool(ctx, settings.dispatch_threads)
     app.extensions["scrm"] = WebRuntime(
         ctx=ctx,

@@ -49,6 +49,10 @@ RATE_SECONDS = int(os.environ.get("BENCH_RATE_SECONDS", "10"))
 # always runs: every ratio is against a floor measured in the same run).
 RUNS = ("full-sqlite", "full-pg", "ack-sqlite", "ack-pg")
 ONLY = [name for name in os.environ.get("BENCH_ONLY", ",".join(RUNS)).split(",") if name]
+# Knobs for trying other shapes; the defaults are the Procfile's (8 threads per web worker) plus
+# the handler lane's lower CPU priority on this shared box (0 runs it at the web's priority).
+WEB_THREADS = int(os.environ.get("BENCH_WEB_THREADS", "8"))
+HANDLER_NICE = int(os.environ.get("BENCH_HANDLER_NICE", "10"))
 
 
 def free_port() -> int:
@@ -161,7 +165,7 @@ class Gunicorn:
                 "--worker-class",
                 "gthread",
                 "--threads",
-                "8",
+                str(WEB_THREADS),
                 "--bind",
                 f"127.0.0.1:{port}",
                 "--log-level",
@@ -473,7 +477,10 @@ def run_full(name: str, db_url: str, sandbox: SandboxProcess) -> Result:
             env={**os.environ, **env, "SCRM_DISPATCH_THREADS": "4"},
             stdout=subprocess.DEVNULL,
         )
-        for prefix, ticks in ((["nice", "-n", "10"], "dispatch,outbox,reconcile"), ([], "welcome"))
+        for prefix, ticks in (
+            (["nice", "-n", str(HANDLER_NICE)], "dispatch,outbox,reconcile"),
+            ([], "welcome"),
+        )
     ]
     try:
         wait_http(server.url + "/healthz")
@@ -584,7 +591,7 @@ def main() -> None:
     floor_rate = floor.figures["throughput_per_s"]
     print()
     print(
-        f"callback benchmark: gunicorn 2 workers x 8 threads, {CLIENTS} clients closed loop "
+        f"callback benchmark: gunicorn 2 workers x {WEB_THREADS} threads, {CLIENTS} clients closed loop "
         f"({THROUGHPUT_EVENTS} events), open loop {RATE}/s for {RATE_SECONDS}s, {os.cpu_count()} cores"
     )
     header = (
