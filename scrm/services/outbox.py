@@ -39,31 +39,12 @@ EXPIRED_ERRCODES = {OutboxKind.SEND_WELCOME_MSG: {41050}}
 
 
 def enqueue(
-    session: Session,
-    kind: OutboxKind,
-    payload: dict[str, Any],
-    idempotency_key: str,
-    *,
-    priority: int = 0,
-    expires_at: datetime | None = None,
-    inbox_event_id: int | None = None,
-    channel_id: int | None = None,
+    session: Session, kind: OutboxKind, payload: dict[str, Any], idempotency_key: str, **options: Any
 ) -> int | None:
-    """Queue a write; a second enqueue with the same key is a no-op (returns None)."""
-    return insert_ignore(
-        session,
-        OutboxCommand,
-        command_row(
-            kind,
-            payload,
-            idempotency_key,
-            priority=priority,
-            expires_at=expires_at,
-            inbox_event_id=inbox_event_id,
-            channel_id=channel_id,
-        ),
-        ["idempotency_key"],
-    )
+    """Queue a write; a second enqueue with the same key is a no-op (returns None). ``options``
+    are ``command_row``'s: priority, expires_at, inbox_event_id, channel_id."""
+    row = command_row(kind, payload, idempotency_key, **options)
+    return insert_ignore(session, OutboxCommand, row, ["idempotency_key"])
 
 
 def command_row(
