@@ -13,7 +13,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from flask import Flask
+from flask import Flask, redirect, url_for
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
 from config import Settings, instance_dir, load_settings
@@ -139,6 +139,8 @@ def create_app(
     app.register_blueprint(callback.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(console.bp)
+    # The bare address (what `make run` serves and the README names) opens the console.
+    app.add_url_rule("/", "root", lambda: redirect(url_for("console.index")))
     errors.install(app)
 
     if mount_sandbox is None:

@@ -269,6 +269,12 @@ def token_of(client: FlaskClient) -> str:
 # --- auth ------------------------------------------------------------------------------------
 
 
+def test_the_bare_address_opens_the_console(client: FlaskClient) -> None:
+    response = client.get("/")
+    assert response.status_code == 302
+    assert response.headers["Location"].endswith("/console/")
+
+
 def test_login_picker_lists_active_staff_and_logs_in(client: FlaskClient) -> None:
     assert client.get("/console/friends").status_code == 302  # to the login page
     page = client.get("/console/login").get_data(as_text=True)
