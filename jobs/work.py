@@ -22,7 +22,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 import handlers
-from scrm.db import drop_session_caches, transaction
+from scrm.db import drop_session_caches, step_aside, transaction
 from scrm.errors import WeComError, WeComRetryable
 from scrm.models import InboxStatus, OutboxKind, OutboxStatus
 from scrm.services import inbox, outbox
@@ -96,6 +96,7 @@ def process_claimed(
                 if send_queued and applied:
                     queued += outbox.pending_for_events(session, list(applied))
             statuses.update(applied)
+            step_aside(ctx.engine, time.monotonic() - began)
         except Exception as exc:  # noqa: BLE001 - the transaction itself failed: retry its events
             for item in ready[start:end]:
                 failures[item.event.id] = exc

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import fcntl
 import os
+import struct
 import threading
 import time
 import weakref
@@ -25,6 +26,7 @@ from sqlalchemy.types import TypeDecorator
 from scrm.timeutil import ensure_utc
 
 WRITE_OPTION = "scrm_write_transaction"
+STEP_ASIDE_WINDOW_S = 1.0
 # A pooled PostgreSQL connection idle longer than this is pinged before use (see _ping_when_idle).
 IDLE_PING_S = 5.0
 _WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, WriterLock] = weakref.WeakKeyDictionary()
@@ -61,12 +63,30 @@ class WriterLock:
             try:
                 fd = self._file()
                 if fd is not None:
-                    fcntl.flock(fd, fcntl.LOCK_EX)
+                    self._flock(fd)
             except BaseException:
                 self._depth -= 1
                 self._rlock.release()
                 raise
         return self
+
+    @staticmethod
+    def _flock(fd: int) -> None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            # Note when a writer last had to queue, for the background writers that step aside
+            # (``waited_on_within``). CLOCK_MONOTONIC is one clock for every process on the host.
+            os.pwrite(fd, struct.pack("d", time.monotonic()), 0)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+
+    def waited_on_within(self, seconds: float) -> bool:
+        """Whether any writer of any process had to queue for the lock in the last ``seconds``."""
+        fd = self._file()
+        if fd is None:
+            return False
+        raw = os.pread(fd, 8, 0)
+        return len(raw) == 8 and time.monotonic() - struct.unpack("d", raw)[0] < seconds
 
     def __exit__(self, *exc: object) -> None:
         self._depth -= 1
@@ -249,6 +269,21 @@ def _ping_when_idle(engine: Engine) -> None:
             engine.dialect.do_ping(dbapi_connection)
         except Exception as error:
             raise exc.DisconnectionError(f"pooled connection failed its idle check: {error}") from error
+
+
+def step_aside(engine: Engine, held_s: float) -> None:
+    """For background writers (the handler lane) between transactions: on SQLite, if callbacks or
+    welcome sends have been queueing for the writer lock in the last second, leave it free for as
+    long as we just held it.
+
+    Nice values order CPU, not the lock: without this, a lane applying a backlog holds the lock
+    most of the time and every callback waits behind it. With it, the lane takes at most about
+    half the lock while others queue, and all of it when no one else writes. PostgreSQL has no
+    such lock; nothing to do there.
+    """
+    lock = _WRITE_LOCKS.get(engine)
+    if lock is not None and lock.waited_on_within(STEP_ASIDE_WINDOW_S):
+        time.sleep(held_s)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+import time
+from types import SimpleNamespace
 
 from sqlalchemy import select
 
@@ -112,3 +115,37 @@ def test_sqlite_writers_of_different_processes_queue_on_the_lock_file(tmp_path):
         assert probe() == "held"  # still held until the outermost exit
     assert probe() == "free"
     assert WriterLock(":memory:")._path is None  # an in-memory database has no file to lock
+
+
+def test_background_writers_step_aside_only_while_others_queue_for_the_lock(tmp_path, monkeypatch):
+    from scrm import db
+
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'scrm.db'}")
+    naps: list[float] = []
+    clock = SimpleNamespace(sleep=naps.append, monotonic=time.monotonic)
+    monkeypatch.setattr(db, "time", clock)  # scrm.db's clock only
+    db.step_aside(engine, 0.01)
+    assert naps == []  # nobody has queued: the lane keeps the lock's full speed
+
+    holder = db._WRITE_LOCKS[engine]
+    # Another process's writer: its own open file description, so it queues on flock.
+    other = WriterLock(engine.url.database)
+    entered = threading.Event()
+
+    def other_writer() -> None:
+        with other:
+            entered.set()
+
+    with holder:
+        thread = threading.Thread(target=other_writer)
+        thread.start()
+        assert not entered.wait(0.2)  # it is queueing behind us
+    thread.join(5)
+    assert entered.is_set()
+    assert holder.waited_on_within(1.0)
+    db.step_aside(engine, 0.01)
+    assert naps == [0.01]  # someone queued a moment ago: leave the lock free as long as we held it
+    clock.monotonic = lambda: time.monotonic() + db.STEP_ASIDE_WINDOW_S  # a while after that wait
+    db.step_aside(engine, 0.01)
+    assert naps == [0.01]
+    engine.dispose()
