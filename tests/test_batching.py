@@ -9,7 +9,7 @@ import threading
 import time
 from types import SimpleNamespace
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from jobs import work
 from scrm.db import WriterLock, transaction
@@ -63,6 +63,25 @@ def test_a_failing_event_rolls_back_alone_in_its_batch(clean_db, sandbox_server,
                 session.scalar(select(ExternalContact).where(ExternalContact.external_userid == exts[1]))
                 is None
             )
+    finally:
+        server.shutdown()
+        harness.ctx.engine.dispose()
+
+
+def test_a_batch_where_nothing_fails_takes_no_savepoints(clean_db, sandbox_server):
+    harness, server = ack_only(clean_db, sandbox_server)
+    statements: list[str] = []
+    event.listen(harness.ctx.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    try:
+        for i in range(3):
+            ext = harness.driver.new_customer(f"顺利{i}")
+            assert harness.driver.add_customer("zhangsan", ext).status == 200
+        events = claim(harness)
+        statements.clear()
+        statuses = work.process_claimed(harness.ctx, events)
+        assert set(statuses.values()) == {InboxStatus.DONE} and len(statuses) == 3
+        assert count(harness, Friendship) == 3
+        assert not [s for s in statements if s.upper().startswith("SAVEPOINT")]
     finally:
         server.shutdown()
         harness.ctx.engine.dispose()
