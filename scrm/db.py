@@ -272,9 +272,9 @@ def _ping_when_idle(engine: Engine) -> None:
 
 
 def step_aside(engine: Engine, held_s: float) -> None:
-    """For background writers (the handler lane) between transactions: on SQLite, if callbacks or
-    welcome sends have been queueing for the writer lock in the last second, leave it free for as
-    long as we just held it.
+    """For background writers (the handler lane) between transactions: on SQLite, if any writer
+    had to queue for the writer lock in the last second — callbacks and welcome sends are being
+    written beside us — leave it free for as long as we just held it.
 
     Nice values order CPU, not the lock: without this, a lane applying a backlog holds the lock
     most of the time and every callback waits behind it. With it, the lane takes at most about
