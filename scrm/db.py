@@ -27,6 +27,7 @@ from scrm.timeutil import ensure_utc
 
 WRITE_OPTION = "scrm_write_transaction"
 STEP_ASIDE_WINDOW_S = 1.0
+STEP_ASIDE_MAX_S = 0.05
 # A pooled PostgreSQL connection idle longer than this is pinged before use (see _ping_when_idle).
 IDLE_PING_S = 5.0
 _WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, WriterLock] = weakref.WeakKeyDictionary()
@@ -283,7 +284,7 @@ def step_aside(engine: Engine, held_s: float) -> None:
     """
     lock = _WRITE_LOCKS.get(engine)
     if lock is not None and lock.waited_on_within(STEP_ASIDE_WINDOW_S):
-        time.sleep(held_s)
+        time.sleep(min(held_s, STEP_ASIDE_MAX_S))  # a rare long transaction is no reason to idle
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
