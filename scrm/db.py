@@ -1,7 +1,11 @@
-"""Database plumbing: the declarative base, the shared column types and engine/session factories.
+"""Database plumbing: the declarative base, the shared column types, engines and units of work.
 
 One ``UTCDateTime`` type stores every ``*_at`` column as aware UTC on both SQLite and PostgreSQL;
-constraint names come from a naming convention so Alembic revisions are stable.
+constraint names come from a naming convention so Alembic revisions are stable. Engines come
+configured for how scrm writes: on SQLite, one writer at a time across processes (``WriterLock``,
+with background writers stepping aside while others queue); on PostgreSQL, pooled connections
+checked only after sitting idle. ``transaction`` is the edge's unit of work; ``hot_write`` is the
+callback's leaner one.
 """
 
 from __future__ import annotations
@@ -248,8 +252,8 @@ def _ping_when_idle(engine: Engine) -> None:
     """Check a pooled connection before use only when it sat idle for a while.
 
     A restarted or failed-over server breaks connections that sat in the pool; ``pool_pre_ping``
-    would catch that with a round-trip on *every* checkout — on the callback path that was a
-    fifth of the database time. A connection checked in moments ago is almost surely alive, so
+    would catch that with a round-trip on *every* checkout — on the callback path, one more
+    round-trip than the write itself. A connection checked in moments ago is almost surely alive, so
     only one idle for ``IDLE_PING_S`` is pinged; raising ``DisconnectionError`` makes the pool
     replace it (SQLAlchemy's documented checkout recipe). Should the server die mid-burst, the
     statement fails, SQLAlchemy invalidates the pool, and the callback answers 500 before

@@ -3,10 +3,10 @@
 ``accept`` inserts under the event's dedupe key (WeCom's retries of one event collapse to one row)
 and, for an add event carrying a WelcomeCode, queues the welcome message in the same write —
 the code lives 20 s (doc 92137), so it must not wait behind the handler. It runs for every
-callback while WeCom waits, so it uses a bare Core connection and as few statements as the
-database allows. Processing claims a row
-with a compare-and-set, and only when no earlier row about the same customer or group is still
-open: events of one customer apply in arrival order.
+callback while WeCom waits, so unlike other services it takes a bare Core connection from
+``db.hot_write`` (the edge still owns the commit) and uses as few statements as the database
+allows. Processing claims a row with a compare-and-set, and only when no earlier row about the
+same customer or group is still open: events of one customer apply in arrival order.
 """
 
 from __future__ import annotations
