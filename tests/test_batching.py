@@ -158,7 +158,11 @@ def test_background_writers_step_aside_only_while_others_queue_for_the_lock(tmp_
     with holder:
         thread = threading.Thread(target=other_writer)
         thread.start()
-        assert not entered.wait(0.2)  # it is queueing behind us
+        deadline = time.monotonic() + 10
+        while not holder.waited_on_within(1.0):  # it stamps the file, then queues behind us
+            assert time.monotonic() < deadline, "the other writer never queued"
+            time.sleep(0.01)
+        assert not entered.is_set()
     thread.join(5)
     assert entered.is_set()
     assert holder.waited_on_within(1.0)
