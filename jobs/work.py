@@ -81,26 +81,44 @@ def process_claimed(
     queued: list[int] = []
     start = 0
     while start < len(ready):
-        chunk: list[Staged] = []
-        try:
-            # Optimistically without savepoints: events rarely fail, and a savepoint per event
-            # cost more than many an event's own writes (two more round-trips on PostgreSQL).
-            applied, more = _apply_chunk(ctx, _within_budget(ready, start, chunk), None, send_queued)
-        except Exception:  # noqa: BLE001 - rolled back whole; now the same events one savepoint each
-            try:
-                applied, more = _apply_chunk(ctx, iter(chunk), failures, send_queued)
-            except Exception as exc:  # noqa: BLE001 - the transaction itself failed: retry its events
-                applied, more = {}, []
-                for item in chunk:
-                    failures[item.event.id] = exc
+        taken, applied, more = _apply_next_chunk(ctx, ready, start, failures, send_queued)
         statuses.update(applied)
         queued += more
-        start += len(chunk)
+        start += len(taken)
     if failures:
         statuses.update(_record_failures(ctx, failures))
     if queued:
         send_due(ctx, pool, ids=queued)
     return statuses
+
+
+def _apply_next_chunk(
+    ctx: Context, ready: list[Staged], start: int, failures: dict[int, BaseException], send_queued: bool
+) -> tuple[list[Staged], dict[int, InboxStatus], list[int]]:
+    """Apply the events from ``ready[start]`` on that fit one transaction; returns the events
+    taken, their statuses and the outbox rows they queued (see ``_apply_chunk``).
+
+    Optimistically without savepoints: events rarely fail, and a savepoint per event cost more
+    than many an event's own writes (two more round-trips on PostgreSQL). If the transaction
+    fails, the same events run again with a savepoint each, so only a failing event is rolled
+    back. Failures that no savepoint explains — the database itself — fail every event taken,
+    or all that are left when none was, for a retry with backoff.
+    """
+    taken: list[Staged] = []
+    try:
+        return taken, *_apply_chunk(ctx, _within_budget(ready, start, taken), None, send_queued)
+    except Exception as error:  # noqa: BLE001 - rolled back whole; sorted out below
+        failure: BaseException = error
+    if taken:
+        try:
+            return taken, *_apply_chunk(ctx, iter(taken), failures, send_queued)
+        except Exception as error:  # noqa: BLE001 - the transaction itself failed
+            failure = error
+    else:
+        taken = ready[start:]
+    for item in taken:
+        failures[item.event.id] = failure
+    return taken, {}, []
 
 
 def _within_budget(ready: list[Staged], start: int, taken: list[Staged]) -> Iterator[Staged]:

@@ -10,6 +10,7 @@ import time
 from types import SimpleNamespace
 
 from sqlalchemy import event, select
+from sqlalchemy.exc import OperationalError
 
 from jobs import work
 from scrm.db import WriterLock, transaction
@@ -82,6 +83,43 @@ def test_a_batch_where_nothing_fails_takes_no_savepoints(clean_db, sandbox_serve
         assert set(statuses.values()) == {InboxStatus.DONE} and len(statuses) == 3
         assert count(harness, Friendship) == 3
         assert not [s for s in statements if s.upper().startswith("SAVEPOINT")]
+    finally:
+        server.shutdown()
+        harness.ctx.engine.dispose()
+
+
+def test_a_database_failure_before_any_event_fails_the_batch_for_a_retry(
+    clean_db, sandbox_server, monkeypatch
+):
+    harness, server = ack_only(clean_db, sandbox_server)
+    try:
+        for i in range(3):
+            ext = harness.driver.new_customer(f"锁住{i}")
+            assert harness.driver.add_customer("zhangsan", ext).status == 200
+        events = claim(harness)
+        real_transaction = work.transaction
+        calls: list[int] = []
+
+        def locked_once(factory):
+            calls.append(1)
+            if len(calls) == 1:  # the batch's first BEGIN fails; recording the failures works
+                raise OperationalError("BEGIN IMMEDIATE", {}, Exception("database is locked"))
+            return real_transaction(factory)
+
+        monkeypatch.setattr(work, "transaction", locked_once)
+        statuses: dict = {}
+        runner = threading.Thread(
+            target=lambda: statuses.update(work.process_claimed(harness.ctx, events)), daemon=True
+        )
+        runner.start()
+        runner.join(30)
+        assert not runner.is_alive(), "the batch never finished"
+        assert statuses == {event.id: InboxStatus.FAILED for event in events}
+        with harness.session() as session:
+            for event in events:
+                row = session.get(InboxEvent, event.id)
+                assert row.status is InboxStatus.FAILED and "database is locked" in row.last_error
+        assert count(harness, Friendship) == 0
     finally:
         server.shutdown()
         harness.ctx.engine.dispose()
