@@ -17,29 +17,14 @@ def record(
     kind: ActivityKind,
     summary: str,
     *,
-    external_userid: str | None = None,
-    userid: str | None = None,
-    lead_id: int | None = None,
-    customer_id: int | None = None,
     lead: Lead | None = None,
     customer: Customer | None = None,
-    occurred_at: datetime | None = None,
-    data: dict[str, Any] | None = None,
+    **columns: Any,
 ) -> Activity:
-    """Add one entry. Pass ``lead``/``customer`` objects when they may not have ids yet (created
-    in this unit of work): the flush fills the ids in, with no extra round trip."""
-    activity = Activity(
-        **row(
-            kind,
-            summary,
-            external_userid=external_userid,
-            userid=userid,
-            lead_id=lead_id,
-            customer_id=customer_id,
-            occurred_at=occurred_at,
-            data=data,
-        )
-    )
+    """Add one entry (``columns``: those of ``row``). Pass ``lead``/``customer`` objects when they
+    may not have ids yet (created in this unit of work): the flush fills the ids in, with no
+    extra round trip."""
+    activity = Activity(**row(kind, summary, **columns))
     if lead is not None:
         activity.lead = lead
     if customer is not None:
