@@ -52,8 +52,9 @@ def command_for_event(
     conn: Connection, envelope: Envelope, *, now: datetime, claimed_for: timedelta | None = None
 ) -> dict[str, Any] | None:
     """The outbox row (values, without the inbox id) of the welcome an add event calls for, or
-    None: not an add, no WelcomeCode (WeCom leaves it out when another app already welcomed),
-    or a channel without a welcome text."""
+    None: not an add; no WelcomeCode (WeCom leaves it out when the rep has an admin-configured
+    welcome, already chatted with the customer, was welcomed through the half-add's code, or
+    the contact is another corp's user — REFERENCE §2.1); or a channel without a welcome text."""
     code = envelope.get("WelcomeCode")
     if (
         envelope.event != "change_external_contact"
