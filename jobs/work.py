@@ -1,9 +1,9 @@
 """Units of work over the inbox and the outbox; each owns its transactions (DESIGN §6.1).
 
 Events are claimed in batches with one statement, their WeCom reads run outside any transaction,
-and they apply in short transactions with a savepoint per event. Outbox rows are claimed the same
-way, sent outside transactions, and their outcomes recorded together. The scheduler's ticks and
-the web's after-ack pool are thin callers of what is here.
+and they apply in short transactions (a savepoint per event only once one of them has failed).
+Outbox rows are claimed the same way, sent outside transactions, and their outcomes recorded
+together. The scheduler's ticks and the web's after-ack pool are thin callers of what is here.
 """
 
 from __future__ import annotations
@@ -355,11 +355,11 @@ def after_ack(ctx: Context, inbox_id: int | None) -> None:
 
 
 def send_welcome(ctx: Context, welcome: WelcomeSend) -> None:
-    """Send a welcome the accept transaction stored already claimed; its code dies in 20 s."""
+    """Send a welcome ``inbox.accept`` stored already claimed; its code dies in 20 s."""
     try:
         if welcome.expires_at <= utcnow():
             with transaction(ctx.session_factory) as session:
-                outbox.record_expired(session, welcome.command_id)
+                outbox.record_expired(session, [welcome.command_id])
             return
         key = wire_key(welcome.idempotency_key, welcome.created_at)
         result = _attempt(ctx, OutboxKind.SEND_WELCOME_MSG, dict(welcome.payload), key)

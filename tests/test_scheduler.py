@@ -91,3 +91,33 @@ def test_welcome_messages_are_the_welcome_lanes_until_its_grace_runs_out(ack_onl
     with frozen_clock(utcnow() + outbox.WELCOME_LANE_GRACE + timedelta(milliseconds=10)):
         assert work.drain_outbox_tick(scrm.ctx) == 1
     assert statuses()[OutboxKind.SEND_WELCOME_MSG] is OutboxStatus.SENT
+
+
+def test_a_welcome_whose_code_died_is_expired_not_sent(ack_only_scrm):
+    scrm = ack_only_scrm
+    channel = create_channel(scrm, "过期", ["zhangsan"], welcome_text="欢迎")
+    exts = [scrm.driver.new_customer(f"迟到{i}") for i in range(2)]
+    for ext in exts:
+        assert scrm.driver.scan_channel(channel.state, ext).status == 200
+    with scrm.session() as session:
+        welcomes = session.scalars(
+            select(OutboxCommand).where(OutboxCommand.kind == OutboxKind.SEND_WELCOME_MSG)
+        ).all()
+    assert len(welcomes) == 2
+    idle = threading.Event()
+    # 21 s later, past the 20 s the codes live: one row is found by the welcome tick's claim,
+    # the other by a web worker that stored it claimed (send_welcome) — neither reaches WeCom.
+    with frozen_clock(utcnow() + timedelta(seconds=21)), ThreadPoolExecutor(2) as pool:
+        first, second = welcomes
+        work.send_welcome(
+            scrm.ctx,
+            work.WelcomeSend(
+                second.id, second.payload, second.idempotency_key, second.expires_at, second.created_at
+            ),
+        )
+        assert work.send_due_welcomes(scrm.ctx, pool, idle) == 0
+    with scrm.session() as session:
+        rows = session.scalars(select(OutboxCommand).where(OutboxCommand.id.in_([first.id, second.id]))).all()
+    assert {row.status for row in rows} == {OutboxStatus.EXPIRED}
+    assert {row.last_error for row in rows} == {outbox.EXPIRED_NOTE}
+    assert scrm.sandbox.state.welcome_messages == []

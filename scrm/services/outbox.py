@@ -139,13 +139,7 @@ def claim_due(
         .returning(t.c.id, t.c.kind, t.c.payload, t.c.idempotency_key, t.c.created_at, t.c.expires_at)
     ).all()
     expired = [row.id for row in rows if row.expires_at is not None and row.expires_at <= now]
-    if expired:
-        session.execute(
-            update(t)
-            .where(t.c.id.in_(expired))
-            .values(status=OutboxStatus.EXPIRED, last_error=EXPIRED_NOTE, lease_until=None)
-        )
-        log.warning("outbox %s expired before sending", ", ".join(map(str, sorted(expired))))
+    record_expired(session, expired)
     return sorted(
         (
             Claimed(row.id, row.kind, dict(row.payload), row.idempotency_key, row.created_at)
@@ -177,12 +171,15 @@ def backoff(attempts: int, *, rate_limited: bool = False) -> timedelta:
     return timedelta(seconds=min(2 ** (attempts - 1), 300))
 
 
-def record_expired(session: Session, command_id: int) -> None:
-    command = session.get_one(OutboxCommand, command_id)
-    command.status = OutboxStatus.EXPIRED
-    command.last_error = EXPIRED_NOTE
-    command.lease_until = None
-    log.warning("outbox %s (%s) expired before sending", command.id, command.kind)
+def record_expired(session: Session, command_ids: list[int]) -> None:
+    """Close rows whose deadline (a welcome code's 20 s) passed before they could be sent."""
+    if command_ids:
+        session.execute(
+            update(TABLE)
+            .where(TABLE.c.id.in_(command_ids))
+            .values(status=OutboxStatus.EXPIRED, last_error=EXPIRED_NOTE, lease_until=None)
+        )
+        log.warning("outbox %s expired before sending", ", ".join(map(str, sorted(command_ids))))
 
 
 def record_outcomes(
