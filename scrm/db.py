@@ -253,9 +253,9 @@ def _ping_when_idle(engine: Engine) -> None:
 
     A restarted or failed-over server breaks connections that sat in the pool; ``pool_pre_ping``
     would catch that with a round-trip on *every* checkout — on the callback path, one more
-    round-trip than the write itself. A connection checked in moments ago is almost surely alive, so
-    only one idle for ``IDLE_PING_S`` is pinged; raising ``DisconnectionError`` makes the pool
-    replace it (SQLAlchemy's documented checkout recipe). Should the server die mid-burst, the
+    round-trip than the write itself. A connection checked in moments ago is almost surely
+    alive, so only one idle for ``IDLE_PING_S`` is pinged; raising ``DisconnectionError`` makes
+    the pool replace it (SQLAlchemy's documented checkout recipe). Should the server die mid-burst, the
     statement fails, SQLAlchemy invalidates the pool, and the callback answers 500 before
     anything was acknowledged, so WeCom delivers it again.
     """
@@ -286,9 +286,14 @@ def step_aside(engine: Engine, held_s: float) -> None:
     half the lock while others queue, and all of it when no one else writes. PostgreSQL has no
     such lock; nothing to do there.
     """
-    lock = _WRITE_LOCKS.get(engine)
+    lock = _writer_lock(engine)
     if lock is not None and lock.waited_on_within(STEP_ASIDE_WINDOW_S):
         time.sleep(min(held_s, STEP_ASIDE_MAX_S))  # a rare long transaction is no reason to idle
+
+
+def _writer_lock(bind: object) -> WriterLock | None:
+    """The SQLite writer lock of an engine; None for PostgreSQL (or anything that is no engine)."""
+    return _WRITE_LOCKS.get(bind) if isinstance(bind, Engine) else None
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -308,7 +313,7 @@ def hot_write(engine: Engine) -> Iterator[Connection]:
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             yield conn
         return
-    with _WRITE_LOCKS.get(engine) or nullcontext(), engine.connect() as conn:
+    with _writer_lock(engine) or nullcontext(), engine.connect() as conn:
         with conn.execution_options(**{WRITE_OPTION: True}).begin():
             yield conn
 
@@ -316,9 +321,7 @@ def hot_write(engine: Engine) -> Iterator[Connection]:
 @contextmanager
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One unit of work at an edge: commit on success, roll back on any exception."""
-    bind = factory.kw.get("bind")
-    lock = _WRITE_LOCKS.get(bind) if isinstance(bind, Engine) else None
-    with lock if lock is not None else nullcontext():
+    with _writer_lock(factory.kw.get("bind")) or nullcontext():
         session = factory()
         try:
             session.connection(execution_options={WRITE_OPTION: True})
