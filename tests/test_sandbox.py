@@ -159,6 +159,13 @@ def test_gettoken_checks_credentials_and_reuses_the_token(env: Env) -> None:
     assert env.get("user/get", userid="zhangsan", access_token="bogus")["errcode"] == 40014
 
 
+def test_welcome_message_log_filters_by_time_and_names_a_bad_filter(env: Env) -> None:
+    listed = requests.get(env.base + "/_admin/welcome_messages", params={"since": "0"}, timeout=5)
+    assert listed.status_code == 200 and listed.json() == {"welcome_messages": []}
+    bad = requests.get(env.base + "/_admin/welcome_messages", params={"since": "yesterday"}, timeout=5)
+    assert bad.status_code == 400 and "since must be Unix seconds" in bad.json()["error"]
+
+
 def test_unknown_path_is_an_empty_404(env: Env) -> None:
     resp = requests.get(env.api + "externalcontact/nope", params={"access_token": env.token()}, timeout=5)
     assert resp.status_code == 404 and resp.content == b""

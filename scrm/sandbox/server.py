@@ -962,7 +962,10 @@ def create_sandbox_app(state: SandboxState, *, webhook_url: str | None = None) -
 
     @app.get("/_admin/welcome_messages")
     def admin_welcome_messages() -> Response:
-        since = float(request.args.get("since", "0"))
+        try:
+            since = float(request.args.get("since", "0"))
+        except ValueError:
+            return _json({"ok": False, "error": "since must be Unix seconds, e.g. 1764000000.5"}, 400)
         with state.lock:
             return _json({"welcome_messages": [m for m in state.welcome_messages if m["at"] >= since]})
 
