@@ -240,3 +240,45 @@ def test_vector_b_from_the_reference(clean_db):
     assert (row.msg_type, row.event) == ("text", "")
     assert "<Content>你好</Content>" in row.payload
     ctx.engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        '<!DOCTYPE xml><xml><A>1</A></xml>',  # any DTD, even an empty one
+        '<!DOCTYPE xml [<!ENTITY a "x">]><xml><A>&a;</A></xml>',
+        '<!DOCTYPE xml [<!ENTITY e SYSTEM "file:///etc/passwd">]><xml><A>&e;</A></xml>',
+        '<!DOCTYPE xml [<!ENTITY % p SYSTEM "http://127.0.0.1:9/x.dtd"> %p;]><xml/>',
+        "<xml><A>&undefined;</A></xml>",
+        "<notxml><A>1</A></notxml>",
+        "<xml><A>1</A>",
+        "",
+    ],
+)
+def test_the_hardened_parser_refuses_before_expanding(document):
+    from scrm.errors import MalformedCallback
+    from scrm.wecom.parse import parse_xml
+
+    with pytest.raises(MalformedCallback):
+        parse_xml(document.encode())
+
+
+def test_the_parser_keeps_fields_and_item_lists_like_wecom_sends_them():
+    """Top-level text (CDATA or not, trimmed), lists of items in order, an item's own text only."""
+    from scrm.wecom.parse import outer_encrypt, parse_envelope
+
+    envelope = parse_envelope(
+        "<xml><ToUserName><![CDATA[ww1]]></ToUserName><CreateTime> 1700000000 </CreateTime>"
+        "<MsgType><![CDATA[event]]></MsgType><Event><![CDATA[change_external_chat]]></Event>"
+        "<ChangeType>update</ChangeType><ChatId><![CDATA[wr1]]></ChatId>"
+        "<MemChangeList><Item><![CDATA[wm1]]></Item><Item>wm2</Item><Item>wm3<Deep>no</Deep>tail</Item>"
+        "</MemChangeList><Note>a &amp; b</Note></xml>"
+    )
+    assert envelope.items == {"MemChangeList": ["wm1", "wm2", "wm3"]}
+    assert (envelope.create_time, envelope.get("ChatId"), envelope.get("Note")) == (1700000000, "wr1", "a & b")
+    assert "MemChangeList" not in envelope.fields
+    # The envelope's first <Encrypt> is the one verified against the signature.
+    assert outer_encrypt(b"<xml><ToUserName>ww1</ToUserName><Encrypt>AAA</Encrypt><Encrypt>BBB</Encrypt></xml>") == (
+        "ww1",
+        "AAA",
+    )
