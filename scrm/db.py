@@ -22,7 +22,7 @@ from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Connection, DateTime, Engine, MetaData, String, create_engine, event, exc, insert
+from sqlalchemy import JSON, DateTime, Engine, MetaData, String, create_engine, event, exc, insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -300,22 +300,118 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
 
 
-@contextmanager
-def hot_write(engine: Engine) -> Iterator[Connection]:
-    """A Core connection for the callback's own write, the one path run for every WeCom event.
+class HotConnection:
+    """One callback's write, run on the DBAPI cursor itself (see ``hot_write``).
 
-    PostgreSQL: autocommit — each statement is its own transaction, so a caller that needs two
-    rows written together writes them in one statement (``inbox.accept`` uses a CTE): one
-    round-trip instead of BEGIN, INSERTs and COMMIT. SQLite: one ``BEGIN IMMEDIATE`` transaction
-    under the writer lock, committed on exit, rolled back on an exception.
+    Statements are SQLAlchemy Core constructs, compiled once per dialect and set of value names;
+    each call then only converts the values with the columns' own bind processors and hands
+    them to the driver. That skips SQLAlchemy's per-execution work (cache key, execution
+    context, result wrapping), which cost more than the database on this path.
     """
-    if engine.dialect.name == "postgresql":
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            yield conn
+
+    def __init__(self, engine: Engine, cursor: Any) -> None:
+        self.engine = engine
+        self._cursor = cursor
+
+    def first(self, statement: Any, values: dict[str, Any]) -> tuple[Any, ...] | None:
+        """Run ``statement`` with ``values`` and return its first row (None when it has none)."""
+        sql, bind = _hot_compiled(self.engine.dialect, statement, tuple(values))
+        self._cursor.execute(sql, bind(values))
+        row = self._cursor.fetchone() if self._cursor.description else None
+        return None if row is None else tuple(row)
+
+
+_HOT_COMPILED: dict[tuple[str, Any, tuple[str, ...]], tuple[str, Any]] = {}
+
+
+def _hot_compiled(dialect: Any, statement: Any, names: tuple[str, ...]) -> tuple[str, Any]:
+    key = (dialect.name, statement, names)
+    hit = _HOT_COMPILED.get(key)
+    if hit is None:
+        hit = _HOT_COMPILED.setdefault(key, _compile_hot(dialect, statement, names))
+    return hit
+
+
+def _compile_hot(dialect: Any, statement: Any, names: tuple[str, ...]) -> tuple[str, Any]:
+    compiled = statement.compile(dialect=dialect, column_keys=list(names))
+    # Nothing fills values behind the caller's back here: a column default SQLAlchemy would
+    # have computed at execution must come with the values instead.
+    missing = sorted(set(compiled.binds) - set(names))
+    if missing:
+        raise ValueError(f"hot_write statements take every value from the caller; missing {missing}")
+    if compiled.escaped_bind_names:
+        raise ValueError("hot_write statements need plain bind names")
+    processors = {
+        name: processor
+        for name, bind in compiled.binds.items()
+        if (processor := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None
+    }
+
+    def convert(name: str, value: Any) -> Any:
+        processor = processors.get(name)
+        return value if processor is None else processor(value)
+
+    positions = compiled.positiontup
+    if positions is not None:  # SQLite: qmark, in the statement's order
+        return compiled.string, lambda values: [convert(name, values[name]) for name in positions]
+    bound = tuple(compiled.binds)
+    return compiled.string, lambda values: {name: convert(name, values[name]) for name in bound}
+
+
+@contextmanager
+def hot_write(engine: Engine) -> Iterator[HotConnection]:
+    """The callback's own write, the one path run for every WeCom event.
+
+    PostgreSQL: the connection autocommits — each statement is its own transaction, so a caller
+    that needs two rows written together writes them in one statement (``inbox.accept`` uses a
+    CTE): one round-trip instead of BEGIN, INSERTs and COMMIT. SQLite: one ``BEGIN IMMEDIATE``
+    transaction under the writer lock, committed on exit, rolled back on an exception.
+
+    A connection the server dropped is thrown away with the pool's idle connections (they
+    likely died with it); the callback answers 500 before acknowledging anything and WeCom
+    delivers it again.
+    """
+    postgres = engine.dialect.name == "postgresql"
+    with nullcontext() if postgres else (_writer_lock(engine) or nullcontext()):
+        pooled = engine.raw_connection()
+        driver: Any = pooled.driver_connection
+        cursor = None
+        try:
+            if postgres:
+                driver.autocommit = True
+            else:
+                driver.execute("BEGIN IMMEDIATE")
+            cursor = driver.cursor()
+            yield HotConnection(engine, cursor)
+            if not postgres:
+                driver.execute("COMMIT")
+        except BaseException as error:
+            _abandon_hot_write(engine, pooled, driver, cursor, error, postgres)
+            raise
+        finally:
+            if postgres and pooled.is_valid:
+                _restore_transactions(pooled, driver)
+            pooled.close()
+
+
+def _restore_transactions(pooled: Any, driver: Any) -> None:
+    """Back to psycopg's default before the pool hands the connection to a unit of work."""
+    try:
+        driver.autocommit = False
+    except Exception as error:  # a connection in a state we cannot vouch for is not reused
+        pooled.invalidate(error)
+
+
+def _abandon_hot_write(
+    engine: Engine, pooled: Any, driver: Any, cursor: Any, error: BaseException, postgres: bool
+) -> None:
+    dbapi_error = engine.dialect.loaded_dbapi.Error
+    if isinstance(error, dbapi_error) and engine.dialect.is_disconnect(error, driver, cursor):
+        pooled.invalidate(error)
+        engine.pool.dispose()
         return
-    with _writer_lock(engine) or nullcontext(), engine.connect() as conn:
-        with conn.execution_options(**{WRITE_OPTION: True}).begin():
-            yield conn
+    if not postgres and driver.in_transaction:
+        driver.execute("ROLLBACK")
 
 
 @contextmanager

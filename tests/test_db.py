@@ -1,5 +1,5 @@
 """Engine plumbing the callback path leans on: the idle-only connection check on PostgreSQL and
-``hot_write``'s one-statement writes."""
+``hot_write``'s DBAPI-level writes (stored like the ORM's, atomic, refusing missing defaults)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def test_an_idle_connection_the_server_dropped_is_replaced_unseen(pg_engine, dat
     _kill(database_url, first)
     monkeypatch.setattr(db, "IDLE_PING_S", 0.0)  # the pooled connection now counts as idle
     with hot_write(pg_engine) as conn:  # the check replaces it before the caller sees it
-        assert conn.execute(text("SELECT 1")).scalar_one() == 1
+        assert conn.first(text("SELECT 1"), {}) == (1,)
     assert _backend_pid(pg_engine) != first
 
 
@@ -47,9 +47,9 @@ def test_a_connection_used_moments_ago_is_not_pinged(pg_engine, database_url, mo
     # Not checked, so the dead connection surfaces as an error — which the callback answers
     # with a 500 before acknowledging anything; SQLAlchemy then replaces the pool's connections.
     with pytest.raises(Exception), hot_write(pg_engine) as conn:
-        conn.execute(text("SELECT 1"))
+        conn.first(text("SELECT 1"), {})
     with hot_write(pg_engine) as conn:
-        assert conn.execute(text("SELECT 1")).scalar_one() == 1
+        assert conn.first(text("SELECT 1"), {}) == (1,)
 
 
 def test_the_idle_check_leaves_no_transaction_open(pg_engine, monkeypatch):
@@ -57,4 +57,88 @@ def test_the_idle_check_leaves_no_transaction_open(pg_engine, monkeypatch):
     monkeypatch.setattr(db, "IDLE_PING_S", 0.0)
     # hot_write switches the connection to autocommit, which psycopg refuses inside a transaction.
     with hot_write(pg_engine) as conn:
-        assert conn.execute(text("SELECT 1")).scalar_one() == 1
+        assert conn.first(text("SELECT 1"), {}) == (1,)
+
+
+@pytest.fixture
+def engine(clean_db: str):
+    engine = make_engine(clean_db)
+    yield engine
+    engine.dispose()
+
+
+def _inbox_values(key: str) -> dict:
+    from scrm.models import InboxStatus
+    from scrm.timeutil import utcnow
+
+    now = utcnow()
+    return {
+        "dedupe_key": key,
+        "msg_type": "event",
+        "event": "change_external_contact",
+        "change_type": "add_external_contact",
+        "ordering_key": "ext:wm1",
+        "payload": "<xml/>",
+        "created_time": 1700000000,
+        "status": InboxStatus.PENDING.value,
+        "attempts": 0,
+        "received_at": now,
+        "next_attempt_at": now,
+    }
+
+
+def test_hot_writes_read_back_through_the_orm_like_any_other_row(engine):
+    """Values go to the driver through the columns' own bind processors: aware UTC datetimes,
+    enums by value, JSON — the same stored form the ORM writes and reads."""
+    from sqlalchemy.orm import Session
+
+    from scrm.models import InboxEvent, InboxStatus, OutboxCommand, OutboxKind
+    from scrm.services import outbox
+
+    values = _inbox_values("k1")
+    statement = db.insert_ignore_statement(engine.dialect.name, InboxEvent, ["dedupe_key"])
+    with hot_write(engine) as conn:
+        (inbox_id,) = conn.first(statement, values) or (None,)
+        command = outbox.command_row(OutboxKind.SEND_WELCOME_MSG, {"text": {"content": "您好"}}, "welcome:c1")
+        conn.first(
+            db.insert_ignore_statement(engine.dialect.name, OutboxCommand, ["idempotency_key"]),
+            command | {"inbox_event_id": inbox_id},
+        )
+    with hot_write(engine) as conn:  # the same event again: the conflict returns no row
+        assert conn.first(statement, values) is None
+    with Session(engine) as session:
+        row = session.get(InboxEvent, inbox_id)
+        assert row is not None and row.status is InboxStatus.PENDING
+        assert row.received_at == values["received_at"] and row.received_at.tzinfo is not None
+        sent = session.query(OutboxCommand).one()
+        assert sent.payload == {"text": {"content": "您好"}} and sent.inbox_event_id == inbox_id
+
+
+def test_a_hot_write_that_fails_leaves_nothing_behind(engine):
+    from sqlalchemy import func, select
+
+    from scrm.models import InboxEvent
+
+    statement = db.insert_ignore_statement(engine.dialect.name, InboxEvent, ["dedupe_key"])
+    with pytest.raises(RuntimeError), hot_write(engine) as conn:
+        conn.first(statement, _inbox_values("k2"))
+        raise RuntimeError("the write after it failed")
+    with hot_write(engine) as conn:
+        conn.first(statement, _inbox_values("k3"))
+    with engine.connect() as reader:
+        keys = reader.execute(select(InboxEvent.dedupe_key)).scalars().all()
+        total = reader.execute(select(func.count()).select_from(InboxEvent)).scalar_one()
+    # On PostgreSQL each statement commits by itself: a caller that needs two rows together
+    # writes them in one statement, as inbox.accept does.
+    expected = ["k2", "k3"] if engine.dialect.name == "postgresql" else ["k3"]
+    assert sorted(keys) == expected and total == len(expected)
+
+
+def test_a_hot_write_without_a_value_the_orm_would_default_is_refused(engine):
+    from scrm.models import InboxEvent
+
+    values = _inbox_values("k4")
+    del values["received_at"]
+    statement = db.insert_ignore_statement(engine.dialect.name, InboxEvent, ["dedupe_key"])
+    with pytest.raises(ValueError, match="received_at"), hot_write(engine) as conn:
+        conn.first(statement, values)

@@ -3,9 +3,9 @@
 ``accept`` inserts under the event's dedupe key (WeCom's retries of one event collapse to one row)
 and, for an add event carrying a WelcomeCode, queues the welcome message in the same write —
 the code lives 20 s (doc 92137), so it must not wait behind the handler. It runs for every
-callback while WeCom waits, so unlike other services it takes a bare Core connection from
-``db.hot_write`` (the edge still owns the commit) and uses as few statements as the database
-allows. Processing claims a row with a compare-and-set, and only when no earlier row about the
+callback while WeCom waits, so unlike other services it writes through ``db.hot_write``'s
+DBAPI-level connection (the edge still owns the commit) and uses as few statements as the
+database allows. Processing claims a row with a compare-and-set, and only when no earlier row about the
 same customer or group is still open: events of one customer apply in arrival order.
 """
 
@@ -17,10 +17,10 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Connection, Table, bindparam, exists, or_, select, update
+from sqlalchemy import ColumnElement, Table, bindparam, exists, or_, select, update
 from sqlalchemy.orm import Session
 
-from scrm.db import dialect_insert, insert_ignore_statement
+from scrm.db import HotConnection, dialect_insert, insert_ignore_statement
 from scrm.errors import NotFound
 from scrm.models import InboxEvent, InboxStatus, OutboxCommand
 from scrm.services import welcome
@@ -43,10 +43,12 @@ class Accepted:
     welcome: welcome.WelcomeSend | None
 
 
-def accept(conn: Connection, envelope: Envelope, plaintext: str, *, claim_welcome: bool = False) -> Accepted:
+def accept(
+    conn: HotConnection, envelope: Envelope, plaintext: str, *, claim_welcome: bool = False
+) -> Accepted:
     """Store the event unless we hold it already, with its welcome command if it calls for one.
 
-    ``conn`` comes from ``db.hot_write``. On PostgreSQL that connection autocommits, so event and
+    ``conn`` comes from ``db.hot_write``. On PostgreSQL it autocommits, so event and
     welcome go in as one statement (a CTE); on SQLite it is one transaction. Either way a retry
     of an event we hold writes nothing, not even a second welcome. ``claim_welcome``: the caller
     sends the welcome itself right after commit, so the row is stored claimed.
@@ -66,25 +68,31 @@ def accept(conn: Connection, envelope: Envelope, plaintext: str, *, claim_welcom
         "next_attempt_at": now,
     }
     command = welcome.command_for_event(
-        conn, envelope, now=now, claimed_for=WELCOME_LEASE if claim_welcome else None
+        conn.engine, envelope, now=now, claimed_for=WELCOME_LEASE if claim_welcome else None
     )
-    dialect = conn.dialect.name
+    dialect = conn.engine.dialect.name
     if command is None:
-        inbox_id = conn.execute(_insert_event(dialect), event_row).scalar_one_or_none()
-        return Accepted(inbox_id, None)
+        return Accepted(_first_value(conn, _insert_event(dialect), event_row), None)
     if dialect == "postgresql":
         params = event_row | {f"command_{name}": value for name, value in command.items()}
         statement = _insert_event_and_command_pg(tuple(event_row), tuple(command))
-        inbox_id, command_id = conn.execute(statement, params).one()
+        inbox_id, command_id = conn.first(statement, params) or (None, None)
     else:
         command_id = None
-        inbox_id = conn.execute(_insert_event(dialect), event_row).scalar_one_or_none()
+        inbox_id = _first_value(conn, _insert_event(dialect), event_row)
         if inbox_id is not None:
-            command_id = conn.execute(
+            command_id = _first_value(
+                conn,
                 insert_ignore_statement(dialect, OutboxCommand, ["idempotency_key"]),
                 command | {"inbox_event_id": inbox_id},
-            ).scalar_one_or_none()
+            )
     return Accepted(inbox_id, welcome.WelcomeSend.of(command_id, command) if command_id else None)
+
+
+def _first_value(conn: HotConnection, statement: Any, values: dict[str, Any]) -> Any:
+    """The id an ``INSERT … ON CONFLICT DO NOTHING RETURNING id`` gave; None when it conflicted."""
+    row = conn.first(statement, values)
+    return None if row is None else row[0]
 
 
 def _insert_event(dialect: str) -> Any:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Engine, bindparam, select
 
 from scrm.models import Channel, OutboxKind
 from scrm.services import outbox
@@ -49,7 +49,7 @@ class WelcomeSend:
 
 
 def command_for_event(
-    conn: Connection, envelope: Envelope, *, now: datetime, claimed_for: timedelta | None = None
+    engine: Engine, envelope: Envelope, *, now: datetime, claimed_for: timedelta | None = None
 ) -> dict[str, Any] | None:
     """The outbox row (values, without the inbox id) of the welcome an add event calls for, or
     None: not an add; no WelcomeCode (WeCom leaves it out when the rep has an admin-configured
@@ -62,7 +62,7 @@ def command_for_event(
         or not code
     ):
         return None
-    template = _template(conn, envelope.get("State"))
+    template = _template(engine, envelope.get("State"))
     if template is None:
         return None
     channel_id, welcome_text = template
@@ -80,7 +80,7 @@ def command_for_event(
     )
 
 
-def _template(conn: Connection, state: str) -> tuple[int, str] | None:
+def _template(engine: Engine, state: str) -> tuple[int, str] | None:
     """(channel id, welcome text) for the channel a state names; None when it has no welcome."""
     base = split_state(state)[0]
     if not base:
@@ -89,7 +89,8 @@ def _template(conn: Connection, state: str) -> tuple[int, str] | None:
     with _templates_lock:
         hit = _templates.get(base)
     if hit is None or hit[0] <= now:
-        row = conn.execute(_TEMPLATE_QUERY, {"state": base}).first()
+        with engine.connect() as conn:
+            row = conn.execute(_TEMPLATE_QUERY, {"state": base}).first()
         if row is None:
             return None
         hit = (now + TEMPLATE_TTL_S, row.id, row.welcome_text)
