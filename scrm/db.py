@@ -17,10 +17,10 @@ import struct
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import JSON, DateTime, Engine, MetaData, String, create_engine, event, exc, insert
 from sqlalchemy.dialects import postgresql, sqlite
@@ -35,6 +35,8 @@ STEP_ASIDE_MAX_S = 0.05
 # A pooled PostgreSQL connection idle longer than this is pinged before use (see _ping_when_idle).
 IDLE_PING_S = 5.0
 _WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, WriterLock] = weakref.WeakKeyDictionary()
+_GROUP_COMMITS: weakref.WeakKeyDictionary[Engine, _GroupCommit] = weakref.WeakKeyDictionary()
+T = TypeVar("T")
 
 
 class WriterLock:
@@ -241,6 +243,7 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
                 conn.exec_driver_sql("BEGIN")
 
         _WRITE_LOCKS[engine] = WriterLock(engine.url.database)
+        _GROUP_COMMITS[engine] = _GroupCommit(engine)
 
         @event.listens_for(engine, "connect")
         def _sqlite_no_autobegin(dbapi_connection: Any, _record: Any) -> None:
@@ -316,6 +319,18 @@ class HotConnection:
     def __init__(self, engine: Engine, cursor: Any) -> None:
         self.engine = engine
         self._cursor = cursor
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """Undo only what the block wrote if it raises (SQLite group commits, one per callback)."""
+        self._cursor.execute("SAVEPOINT hot_write")
+        try:
+            yield
+        except BaseException:
+            self._cursor.execute("ROLLBACK TO hot_write")
+            raise
+        finally:
+            self._cursor.execute("RELEASE hot_write")
 
     def first(self, statement: Any, values: dict[str, Any]) -> tuple[Any, ...] | None:
         """Run ``statement`` with ``values`` and return its first row (None when it has none)."""
@@ -396,6 +411,84 @@ def hot_write(engine: Engine) -> Iterator[HotConnection]:
             if postgres and pooled.is_valid:
                 _restore_transactions(pooled, driver)
             pooled.close()
+
+
+def run_hot_write(engine: Engine, write: Callable[[HotConnection], T]) -> T:
+    """Run one callback's ``write`` durably and return what it returned.
+
+    PostgreSQL: ``hot_write`` as is (the write is one autocommitted statement). SQLite: writes of
+    this process's threads are committed in groups — the threads that arrive while a commit
+    (and its WAL sync) is under way queue up, and the next of them commits them all in one
+    transaction, each in a savepoint of its own, with one sync. A write's own error rolls back
+    only that write; a failed commit fails every write of the group, none of which was
+    acknowledged yet.
+    """
+    group = _GROUP_COMMITS.get(engine)
+    if group is None:
+        with hot_write(engine) as conn:
+            return write(conn)
+    return group.run(write)
+
+
+class _HotJob(Generic[T]):
+    def __init__(self, write: Callable[[HotConnection], T]) -> None:
+        self.write = write
+        self.finished = False
+        self.result: T | None = None
+        self.error: BaseException | None = None
+
+    def outcome(self) -> T:
+        if self.error is not None:
+            raise self.error
+        return self.result  # type: ignore[return-value]
+
+
+class _GroupCommit:
+    """SQLite group commit for ``run_hot_write`` (one per engine, so per process).
+
+    Without it every callback holds the writer lock through its own WAL sync; with it one sync
+    covers every callback that queued meanwhile. The first thread to find no commit under way
+    leads: it takes the queue, commits it, and wakes the others.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._changed = threading.Condition()
+        self._queue: list[_HotJob[Any]] = []
+        self._leading = False
+
+    def run(self, write: Callable[[HotConnection], T]) -> T:
+        job: _HotJob[T] = _HotJob(write)
+        with self._changed:
+            self._queue.append(job)
+            while not job.finished and self._leading:
+                self._changed.wait()
+            if job.finished:
+                return job.outcome()
+            self._leading = True
+            batch, self._queue = self._queue, []
+        try:
+            self._commit(batch)
+        finally:
+            with self._changed:
+                self._leading = False
+                self._changed.notify_all()
+        return job.outcome()
+
+    def _commit(self, batch: list[_HotJob[Any]]) -> None:
+        try:
+            with hot_write(self._engine) as conn:
+                for job in batch:
+                    try:
+                        with conn.savepoint():
+                            job.result = job.write(conn)
+                    except Exception as error:  # this callback's own failure: the rest go on
+                        job.error = error
+        except BaseException as error:  # nothing of the group was committed
+            for job in batch:
+                job.error, job.result = error, None
+        for job in batch:
+            job.finished = True
 
 
 def _restore_transactions(pooled: Any, driver: Any) -> None:

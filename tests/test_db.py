@@ -152,3 +152,61 @@ def test_sqlite_commits_are_synced_before_the_ack(engine):
     with engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar_one() == 2  # FULL
+
+
+def test_sqlite_commits_callbacks_that_queued_meanwhile_as_one_group(engine):
+    """While one commit is under way, arriving writes queue; the next leader commits them all in
+    one transaction (one WAL sync), each in its own savepoint: one write's error loses only it."""
+    import threading
+    import time
+
+    from sqlalchemy import select
+
+    from scrm.models import InboxEvent
+
+    if engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL writes each callback as one autocommitted statement")
+    statement = db.insert_ignore_statement("sqlite", InboxEvent, ["dedupe_key"])
+    first_holds = threading.Event()
+    release_first = threading.Event()
+    ran_on: dict[str, int] = {}
+    outcomes: dict[str, object] = {}
+
+    def write(key: str):
+        def run(conn):
+            ran_on[key] = threading.get_ident()
+            if key == "first":
+                first_holds.set()
+                assert release_first.wait(10)
+            row = conn.first(statement, _inbox_values(key))
+            if key == "broken":
+                raise RuntimeError("this callback's own write failed")
+            return row
+
+        return run
+
+    def call(key: str) -> None:
+        try:
+            outcomes[key] = db.run_hot_write(engine, write(key))
+        except RuntimeError as error:
+            outcomes[key] = error
+
+    threads = {key: threading.Thread(target=call, args=(key,)) for key in ("first", "a", "broken", "b")}
+    threads["first"].start()
+    assert first_holds.wait(10)
+    for key in ("a", "broken", "b"):
+        threads[key].start()
+    group = db._GROUP_COMMITS[engine]
+    deadline = time.monotonic() + 10
+    while len(group._queue) < 3 and time.monotonic() < deadline:  # all three queued behind "first"
+        time.sleep(0.01)
+    release_first.set()
+    for thread in threads.values():
+        thread.join(10)
+
+    assert len({ran_on["a"], ran_on["broken"], ran_on["b"]}) == 1  # one leader ran the group
+    assert isinstance(outcomes["broken"], RuntimeError)
+    assert all(isinstance(outcomes[key], tuple) for key in ("first", "a", "b"))
+    with engine.connect() as reader:
+        keys = sorted(reader.execute(select(InboxEvent.dedupe_key)).scalars())
+    assert keys == ["a", "b", "first"]

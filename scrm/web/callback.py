@@ -13,7 +13,7 @@ import time
 
 from flask import Blueprint, Response, request
 
-from scrm.db import hot_write
+from scrm.db import run_hot_write
 from scrm.errors import CallbackRejected, CallbackTooLarge, MalformedCallback, StaleCallback, WrongCorp
 from scrm.services import inbox
 from scrm.web.runtime import runtime
@@ -83,8 +83,9 @@ def receive() -> Response:
     except CallbackRejected as exc:
         return _reject(exc)
 
-    with hot_write(rt.ctx.engine) as conn:
-        accepted = inbox.accept(conn, envelope, plaintext, claim_welcome=rt.sends_welcomes)
+    accepted = run_hot_write(
+        rt.ctx.engine, lambda conn: inbox.accept(conn, envelope, plaintext, claim_welcome=rt.sends_welcomes)
+    )
     if accepted.inbox_id is None:
         log.debug("duplicate delivery of %s/%s acknowledged", envelope.event, envelope.change_type)
     else:
