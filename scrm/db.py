@@ -333,10 +333,13 @@ class HotConnection:
             self._cursor.execute("RELEASE hot_write")
 
     def first(self, statement: Any, values: dict[str, Any]) -> tuple[Any, ...] | None:
-        """Run ``statement`` with ``values`` and return its first row (None when it has none)."""
+        """Run ``statement`` — one that returns rows: a SELECT, an INSERT … RETURNING — with
+        ``values`` and return its first row (None when it returned none)."""
         sql, bind = _hot_compiled(self.engine.dialect, statement, tuple(values))
         self._cursor.execute(sql, bind(values))
-        row = self._cursor.fetchone() if self._cursor.description else None
+        # Straight to fetchone: asking the cursor for its description first builds a column
+        # object per column on every call.
+        row = self._cursor.fetchone()
         return None if row is None else tuple(row)
 
 
