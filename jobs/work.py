@@ -138,8 +138,7 @@ def _apply_chunk(
     """Apply events in one transaction and close their inbox rows; returns their statuses and,
     with ``send_queued``, the outbox rows they queued. ``failures``: see ``_apply``."""
     applied: dict[int, InboxStatus] = {}
-    # Unsynced: a lost commit leaves its events open, and they are applied again (see transaction).
-    with transaction(ctx.session_factory, synced=False) as session:
+    with transaction(ctx.session_factory) as session:
         began = time.monotonic()
         for item in items:
             status = _apply(session, item, failures)

@@ -30,7 +30,6 @@ from sqlalchemy.types import TypeDecorator
 from scrm.timeutil import ensure_utc
 
 WRITE_OPTION = "scrm_write_transaction"
-UNSYNCED_OPTION = "scrm_unsynced_commit"
 STEP_ASIDE_WINDOW_S = 1.0
 STEP_ASIDE_MAX_S = 0.05
 # A pooled PostgreSQL connection idle longer than this is pinged before use (see _ping_when_idle).
@@ -238,19 +237,10 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
             # Units of work (``transaction``) take the write lock up front with BEGIN IMMEDIATE,
             # so two writers never fail on a read-then-write upgrade (SQLite's SQLITE_BUSY trap);
             # plain read sessions stay deferred and never block writers under WAL.
-            options = conn.get_execution_options()
-            if options.get(WRITE_OPTION):
-                if options.get(UNSYNCED_OPTION):  # see transaction(synced=False)
-                    conn.exec_driver_sql("PRAGMA synchronous=NORMAL")
-                    conn.connection.info["scrm_unsynced"] = True
+            if conn.get_execution_options().get(WRITE_OPTION):
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
             else:
                 conn.exec_driver_sql("BEGIN")
-
-        @event.listens_for(engine, "checkin")
-        def _sqlite_synced_again(dbapi_connection: Any, record: Any) -> None:
-            if record.info.pop("scrm_unsynced", False) and dbapi_connection is not None:
-                dbapi_connection.execute("PRAGMA synchronous=FULL")
 
         _WRITE_LOCKS[engine] = WriterLock(engine.url.database)
         _GROUP_COMMITS[engine] = _GroupCommit(engine)
@@ -525,26 +515,12 @@ def _abandon_hot_write(
 
 
 @contextmanager
-def transaction(factory: sessionmaker[Session], *, synced: bool = True) -> Iterator[Session]:
-    """One unit of work at an edge: commit on success, roll back on any exception.
-
-    ``synced=False`` is for work that is redone if its commit is lost: the handler lane's
-    applies, whose inbox rows (synced when the callback was acknowledged) stay open until the
-    same commit closes them. Such a commit does not wait for its own WAL sync — on SQLite
-    the next synced commit (any callback's ack) or checkpoint makes it durable, on PostgreSQL
-    its WAL writer within a fraction of a second — so a lane working off a backlog stops
-    holding SQLite's writer lock through a sync per transaction. A power cut may lose the last
-    such commits, never a part of one: the events are claimed again when their lease lapses.
-    """
-    bind = factory.kw.get("bind")
-    with _writer_lock(bind) or nullcontext():
+def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """One unit of work at an edge: commit on success, roll back on any exception."""
+    with _writer_lock(factory.kw.get("bind")) or nullcontext():
         session = factory()
         try:
-            connection = session.connection(
-                execution_options={WRITE_OPTION: True, **({} if synced else {UNSYNCED_OPTION: True})}
-            )
-            if not synced and connection.dialect.name == "postgresql":
-                connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+            session.connection(execution_options={WRITE_OPTION: True})
             yield session
             session.commit()
         except BaseException:

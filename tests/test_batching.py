@@ -100,11 +100,11 @@ def test_a_database_failure_before_any_event_fails_the_batch_for_a_retry(
         real_transaction = work.transaction
         calls: list[int] = []
 
-        def locked_once(factory, **options):
+        def locked_once(factory):
             calls.append(1)
             if len(calls) == 1:  # the batch's first BEGIN fails; recording the failures works
                 raise OperationalError("BEGIN IMMEDIATE", {}, Exception("database is locked"))
-            return real_transaction(factory, **options)
+            return real_transaction(factory)
 
         monkeypatch.setattr(work, "transaction", locked_once)
         statuses: dict = {}

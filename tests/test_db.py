@@ -210,23 +210,3 @@ def test_sqlite_commits_callbacks_that_queued_meanwhile_as_one_group(engine):
     with engine.connect() as reader:
         keys = sorted(reader.execute(select(InboxEvent.dedupe_key)).scalars())
     assert keys == ["a", "b", "first"]
-
-
-def test_unsynced_units_of_work_skip_only_their_own_sync(engine):
-    """The handler lane's applies (``synced=False``) commit without waiting for their sync; the
-    connection is synced again for whoever uses it next."""
-    from sqlalchemy.orm import sessionmaker
-
-    factory = sessionmaker(bind=engine)
-    postgres = engine.dialect.name == "postgresql"
-    setting = "SHOW synchronous_commit" if postgres else "PRAGMA synchronous"
-    with db.transaction(factory, synced=False) as session:
-        assert str(session.connection().exec_driver_sql(setting).scalar_one()) == ("off" if postgres else "1")
-        dbapi_connection = session.connection().connection.dbapi_connection
-    with db.transaction(factory) as session:
-        assert str(session.connection().exec_driver_sql(setting).scalar_one()) == ("on" if postgres else "2")
-    cursor = dbapi_connection.cursor()
-    cursor.execute(setting)
-    assert str(cursor.fetchone()[0]) == ("on" if postgres else "2")
-    cursor.close()
-    dbapi_connection.rollback()  # the pool's connection goes back as it was: no transaction open
