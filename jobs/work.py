@@ -146,7 +146,7 @@ def _apply_chunk(
                 applied[item.event.id] = status
         inbox.mark_done_many(session, applied)
         queued = outbox.pending_for_events(session, list(applied)) if send_queued and applied else []
-    step_aside(ctx.engine, time.monotonic() - began)
+    step_aside(ctx.engine, time.monotonic() - began, urgent_work_behind=outbox.welcomes_behind(ctx.engine))
     return applied, queued
 
 

@@ -283,18 +283,19 @@ def _ping_when_idle(engine: Engine) -> None:
             raise exc.DisconnectionError(f"pooled connection failed its idle check: {error}") from error
 
 
-def step_aside(engine: Engine, held_s: float) -> None:
-    """For background writers (the handler lane) between transactions: on SQLite, if any writer
-    had to queue for the writer lock in the last second — callbacks and welcome sends are being
-    written beside us — leave it free for as long as we just held it.
+def step_aside(engine: Engine, held_s: float, *, urgent_work_behind: bool = False) -> None:
+    """For background writers (the handler lane) between transactions: if others are held up
+    by us, pause for as long as we just held on, so they get about half of what we used.
 
-    Nice values order CPU, not the lock: without this, a lane applying a backlog holds the lock
-    most of the time and every callback waits behind it. With it, the lane takes at most about
-    half the lock while others queue, and all of it when no one else writes. PostgreSQL has no
-    such lock; nothing to do there.
+    Held up means, on SQLite, that a writer had to queue for the writer lock in the last second
+    (callbacks and welcome sends are being written beside us): nice values order CPU, not the
+    lock, and without this a lane applying a backlog holds the lock most of the time and every
+    callback waits behind it. On either database, the caller may know of more urgent work that
+    is falling behind (``urgent_work_behind``: welcomes waiting for their lane). With nobody
+    held up the lane runs at full speed.
     """
     lock = _writer_lock(engine)
-    if lock is not None and lock.waited_on_within(STEP_ASIDE_WINDOW_S):
+    if urgent_work_behind or (lock is not None and lock.waited_on_within(STEP_ASIDE_WINDOW_S)):
         time.sleep(min(held_s, STEP_ASIDE_MAX_S))  # a rare long transaction is no reason to idle
 
 

@@ -213,3 +213,56 @@ def test_background_writers_step_aside_only_while_others_queue_for_the_lock(tmp_
     db.step_aside(engine, 0.01)
     assert naps == []
     engine.dispose()
+
+
+def test_the_handler_lane_makes_room_while_welcomes_wait_for_their_lane(clean_db, monkeypatch):
+    """A welcome due for more than WELCOME_BEHIND and still not taken means its lane is starved;
+    the handler lane then pauses between its transactions, on either database."""
+    from datetime import timedelta
+
+    from scrm import db
+    from scrm.models import OutboxKind
+    from scrm.services import outbox
+    from scrm.timeutil import utcnow
+
+    engine = db.make_engine(clean_db)
+    factory = db.make_session_factory(engine)
+    try:
+        assert not outbox.welcomes_behind(engine)  # nothing queued
+        late = utcnow() - 2 * outbox.WELCOME_BEHIND
+        with transaction(factory) as session:
+            outbox.enqueue(session, OutboxKind.MARK_TAG, {"userid": "zhangsan"}, "tag:old", now=late)
+            outbox.enqueue(
+                session,
+                OutboxKind.SEND_WELCOME_MSG,
+                {"welcome_code": "fresh"},
+                "welcome:fresh",
+                priority=outbox.WELCOME_PRIORITY,
+            )
+        # An old ordinary command and a welcome queued a moment ago: nobody is behind.
+        assert not outbox.welcomes_behind(engine)
+        with transaction(factory) as session:
+            welcome_id = outbox.enqueue(
+                session,
+                OutboxKind.SEND_WELCOME_MSG,
+                {"welcome_code": "late"},
+                "welcome:late",
+                priority=outbox.WELCOME_PRIORITY,
+                now=late,
+                expires_at=late + timedelta(seconds=20),
+            )
+        assert outbox.welcomes_behind(engine)
+
+        naps: list[float] = []
+        monkeypatch.setattr(db, "time", SimpleNamespace(sleep=naps.append, monotonic=time.monotonic))
+        db.step_aside(engine, 0.01, urgent_work_behind=outbox.welcomes_behind(engine))
+        assert naps == [0.01]
+
+        with transaction(factory) as session:  # the welcome lane takes it
+            claimed = outbox.claim_due(session, min_priority=outbox.WELCOME_PRIORITY)
+        assert welcome_id in [c.id for c in claimed]
+        assert not outbox.welcomes_behind(engine)
+        db.step_aside(engine, 0.01, urgent_work_behind=outbox.welcomes_behind(engine))
+        assert naps == [0.01]
+    finally:
+        engine.dispose()

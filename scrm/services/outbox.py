@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, or_, select, update
+from sqlalchemy import ColumnElement, Engine, Table, or_, select, update
 from sqlalchemy.orm import Session
 
 from scrm.db import insert_ignore
@@ -32,6 +32,9 @@ WELCOME_PRIORITY = 100
 EXPIRED_NOTE = "expired before it could be sent"
 # How long the outbox tick leaves a welcome row to the welcome lane before sending it itself.
 WELCOME_LANE_GRACE = timedelta(seconds=2)
+# A welcome due this long without the welcome lane taking it means the lane is short of CPU or
+# database (see welcomes_behind).
+WELCOME_BEHIND = timedelta(milliseconds=500)
 # 41051: the customer already got a welcome (another app or an earlier try of ours) — done (doc 92137).
 ALREADY_DONE_ERRCODES = {OutboxKind.SEND_WELCOME_MSG: {41051}}
 # 41050: welcome code invalid or expired — nothing will ever make it work again.
@@ -162,6 +165,28 @@ def pending_for_events(session: Session, inbox_ids: list[int]) -> list[int]:
             )
         )
     )
+
+
+def welcomes_behind(engine: Engine, behind: timedelta = WELCOME_BEHIND) -> bool:
+    """Whether a welcome has been due for longer than ``behind`` and is still not taken.
+
+    The welcome lane claims every 0.1 s, so such a row means the lane is starved — on a shared
+    host, by the handler lane working off a backlog beside it. The handler lane asks between
+    its transactions and makes room (``db.step_aside``): its work can wait, a welcome code dies
+    20 s after the add. One indexed read with LIMIT 1, outside any transaction.
+    """
+    t = TABLE.c
+    query = (
+        select(t.id)
+        .where(
+            t.status == OutboxStatus.PENDING,
+            t.next_attempt_at <= utcnow() - behind,
+            t.priority >= WELCOME_PRIORITY,
+        )
+        .limit(1)
+    )
+    with engine.connect() as conn:
+        return conn.execute(query).first() is not None
 
 
 def backoff(attempts: int, *, rate_limited: bool = False) -> timedelta:
