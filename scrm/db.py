@@ -243,7 +243,7 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
                 conn.exec_driver_sql("BEGIN")
 
         _WRITE_LOCKS[engine] = WriterLock(engine.url.database)
-        _GROUP_COMMITS[engine] = _GroupCommit(engine)
+        _GROUP_COMMITS[engine] = _GroupCommit()
 
         @event.listens_for(engine, "connect")
         def _sqlite_no_autobegin(dbapi_connection: Any, _record: Any) -> None:
@@ -431,7 +431,7 @@ def run_hot_write(engine: Engine, write: Callable[[HotConnection], T]) -> T:
     if group is None:
         with hot_write(engine) as conn:
             return write(conn)
-    return group.run(write)
+    return group.run(engine, write)
 
 
 class _HotJob(Generic[T]):
@@ -452,16 +452,16 @@ class _GroupCommit:
 
     Without it every callback holds the writer lock through its own WAL sync; with it one sync
     covers every callback that queued meanwhile. The first thread to find no commit under way
-    leads: it takes the queue, commits it, and wakes the others.
+    leads: it takes the queue, commits it, and wakes the others. It keeps no reference to its
+    engine: it is the value of a weak mapping keyed by that engine, which it would keep alive.
     """
 
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
+    def __init__(self) -> None:
         self._changed = threading.Condition()
         self._queue: list[_HotJob[Any]] = []
         self._leading = False
 
-    def run(self, write: Callable[[HotConnection], T]) -> T:
+    def run(self, engine: Engine, write: Callable[[HotConnection], T]) -> T:
         job: _HotJob[T] = _HotJob(write)
         with self._changed:
             self._queue.append(job)
@@ -472,16 +472,16 @@ class _GroupCommit:
             self._leading = True
             batch, self._queue = self._queue, []
         try:
-            self._commit(batch)
+            self._commit(engine, batch)
         finally:
             with self._changed:
                 self._leading = False
                 self._changed.notify_all()
         return job.outcome()
 
-    def _commit(self, batch: list[_HotJob[Any]]) -> None:
+    def _commit(self, engine: Engine, batch: list[_HotJob[Any]]) -> None:
         try:
-            with hot_write(self._engine) as conn:
+            with hot_write(engine) as conn:
                 for job in batch:
                     try:
                         with conn.savepoint():

@@ -5,8 +5,8 @@ and, for an add event carrying a WelcomeCode, queues the welcome message in the 
 the code lives 20 s (doc 92137), so it must not wait behind the handler. It runs for every
 callback while WeCom waits, so unlike other services it writes through ``db.hot_write``'s
 DBAPI-level connection (the edge still owns the commit) and uses as few statements as the
-database allows. Processing claims a row with a compare-and-set, and only when no earlier row about the
-same customer or group is still open: events of one customer apply in arrival order.
+database allows. Processing claims a row with a compare-and-set, and only when no earlier row
+about the same customer or group is still open: events of one customer apply in arrival order.
 """
 
 from __future__ import annotations
