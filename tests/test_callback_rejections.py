@@ -245,7 +245,7 @@ def test_vector_b_from_the_reference(clean_db):
 @pytest.mark.parametrize(
     "document",
     [
-        '<!DOCTYPE xml><xml><A>1</A></xml>',  # any DTD, even an empty one
+        "<!DOCTYPE xml><xml><A>1</A></xml>",  # any DTD, even an empty one
         '<!DOCTYPE xml [<!ENTITY a "x">]><xml><A>&a;</A></xml>',
         '<!DOCTYPE xml [<!ENTITY e SYSTEM "file:///etc/passwd">]><xml><A>&e;</A></xml>',
         '<!DOCTYPE xml [<!ENTITY % p SYSTEM "http://127.0.0.1:9/x.dtd"> %p;]><xml/>',
@@ -275,10 +275,16 @@ def test_the_parser_keeps_fields_and_item_lists_like_wecom_sends_them():
         "</MemChangeList><Note>a &amp; b</Note></xml>"
     )
     assert envelope.items == {"MemChangeList": ["wm1", "wm2", "wm3"]}
-    assert (envelope.create_time, envelope.get("ChatId"), envelope.get("Note")) == (1700000000, "wr1", "a & b")
+    assert (envelope.create_time, envelope.get("ChatId"), envelope.get("Note")) == (
+        1700000000,
+        "wr1",
+        "a & b",
+    )
     assert "MemChangeList" not in envelope.fields
     # The envelope's first <Encrypt> is the one verified against the signature.
-    assert outer_encrypt(b"<xml><ToUserName>ww1</ToUserName><Encrypt>AAA</Encrypt><Encrypt>BBB</Encrypt></xml>") == (
+    assert outer_encrypt(
+        b"<xml><ToUserName>ww1</ToUserName><Encrypt>AAA</Encrypt><Encrypt>BBB</Encrypt></xml>"
+    ) == (
         "ww1",
         "AAA",
     )
