@@ -22,7 +22,7 @@ from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import JSON, DateTime, Engine, MetaData, String, create_engine, event, exc, insert
+from sqlalchemy import JSON, DateTime, Engine, MetaData, String, bindparam, create_engine, event, exc, insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -37,6 +37,9 @@ IDLE_PING_S = 5.0
 _WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, WriterLock] = weakref.WeakKeyDictionary()
 _GROUP_COMMITS: weakref.WeakKeyDictionary[Engine, _GroupCommit] = weakref.WeakKeyDictionary()
 T = TypeVar("T")
+I = TypeVar("I")  # noqa: E741 — an item one callback writes
+# A leader writes at most this many callbacks at once (SQLite allows 32,766 values a statement).
+GROUP_LIMIT = 64
 
 
 class WriterLock:
@@ -177,6 +180,57 @@ def insert_ignore_statement(dialect_name: str, model: Any, conflict: list[str]) 
     return stmt
 
 
+_INSERT_IGNORE_MANY: dict[tuple[str, str, str, tuple[str, ...], int], tuple[Any, tuple[str, ...]]] = {}
+
+
+def insert_ignore_many(
+    conn: HotConnection, model: Any, conflict: str, rows: list[dict[str, Any]]
+) -> list[int | None]:
+    """Insert ``rows`` (all with the same keys, in the same order) with one multi-row
+    INSERT … ON CONFLICT (conflict) DO NOTHING RETURNING; one id per row, None where the row
+    conflicted — with a stored row, or with an earlier row of the same call.
+
+    RETURNING gives no promise of order, so ids are matched back through the conflict column.
+    """
+    if not rows:
+        return []
+    fields = tuple(rows[0])
+    statement, names = _insert_ignore_many_statement(
+        conn.engine.dialect.name, model, conflict, fields, len(rows)
+    )
+    flat: list[Any] = []
+    for row in rows:
+        if tuple(row) != fields:
+            raise ValueError(f"insert_ignore_many rows must share their keys; {tuple(row)} is not {fields}")
+        flat.extend(row.values())
+    stored = dict((key, row_id) for row_id, key in conn.all(statement, dict(zip(names, flat, strict=True))))
+    return [stored.pop(row[conflict], None) for row in rows]
+
+
+def _insert_ignore_many_statement(
+    dialect_name: str, model: Any, conflict: str, fields: tuple[str, ...], count: int
+) -> tuple[Any, tuple[str, ...]]:
+    """The statement for ``count`` rows of ``fields`` and its bind names, row by row; built once."""
+    key = (dialect_name, model.__tablename__, conflict, fields, count)
+    hit = _INSERT_IGNORE_MANY.get(key)
+    if hit is None:
+        table = model.__table__
+        rows = [
+            {name: bindparam(f"{name}_{i}", type_=table.c[name].type) for name in fields}
+            for i in range(count)
+        ]
+        statement = (
+            dialect_insert(dialect_name, model)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=[conflict])
+            .returning(table.c.id, table.c[conflict])
+        )
+        hit = _INSERT_IGNORE_MANY.setdefault(
+            key, (statement, tuple(f"{name}_{i}" for i in range(count) for name in fields))
+        )
+    return hit
+
+
 def insert_ignore(session: Session, model: Any, values: dict[str, Any], conflict: list[str]) -> Any:
     """INSERT … ON CONFLICT DO NOTHING for rows concurrency races on; returns the new id or None."""
     stmt = insert_ignore_statement(session.get_bind().dialect.name, model, conflict)
@@ -252,6 +306,7 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         return engine
     engine = create_engine(url, pool_size=pool_size, max_overflow=20)
     _ping_when_idle(engine)
+    _GROUP_COMMITS[engine] = _GroupCommit()
     return engine
 
 
@@ -317,13 +372,19 @@ class HotConnection:
     context, result wrapping), which cost more than the database on this path.
     """
 
-    def __init__(self, engine: Engine, cursor: Any) -> None:
+    def __init__(self, engine: Engine, cursor: Any, *, autocommit: bool = False) -> None:
         self.engine = engine
         self._cursor = cursor
+        self._autocommit = autocommit
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
-        """Undo only what the block wrote if it raises (SQLite group commits, one per callback)."""
+        """Undo only what the block wrote if it raises. On an autocommitting connection
+        (PostgreSQL) a statement that fails has written nothing and one that succeeded is
+        committed already, so a block that writes with one statement needs no savepoint."""
+        if self._autocommit:
+            yield
+            return
         self._cursor.execute("SAVEPOINT hot_write")
         try:
             yield
@@ -332,6 +393,17 @@ class HotConnection:
             raise
         finally:
             self._cursor.execute("RELEASE hot_write")
+
+    def lost_with(self, error: BaseException) -> bool:
+        """Whether ``error`` means the connection itself is gone (no retry on it can succeed)."""
+        return _is_disconnect(self.engine, error, self._cursor.connection, self._cursor)
+
+    def all(self, statement: Any, values: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """Run ``statement`` with ``values`` and return every row it returned (multi-row
+        INSERT … RETURNING)."""
+        sql, bind = _hot_compiled(self.engine.dialect, statement, tuple(values))
+        self._cursor.execute(sql, bind(values))
+        return [tuple(row) for row in self._cursor.fetchall()]
 
     def first(self, statement: Any, values: dict[str, Any]) -> tuple[Any, ...] | None:
         """Run ``statement`` — one that returns rows: a SELECT, an INSERT … RETURNING — with
@@ -364,21 +436,32 @@ def _compile_hot(dialect: Any, statement: Any, names: tuple[str, ...]) -> tuple[
         raise ValueError(f"hot_write statements take every value from the caller; missing {missing}")
     if compiled.escaped_bind_names:
         raise ValueError("hot_write statements need plain bind names")
-    processors = {
-        name: processor
+    processors = [
+        (name, processor)
         for name, bind in compiled.binds.items()
         if (processor := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None
-    }
-
-    def convert(name: str, value: Any) -> Any:
-        processor = processors.get(name)
-        return value if processor is None else processor(value)
-
+    ]
     positions = compiled.positiontup
     if positions is not None:  # SQLite: qmark, in the statement's order
-        return compiled.string, lambda values: [convert(name, values[name]) for name in positions]
+        at = {name: index for index, name in enumerate(positions)}
+        converted = [(at[name], processor) for name, processor in processors]
+
+        def bind_positions(values: dict[str, Any]) -> list[Any]:
+            out = [values[name] for name in positions]
+            for index, processor in converted:
+                out[index] = processor(out[index])
+            return out
+
+        return compiled.string, bind_positions
     bound = tuple(compiled.binds)
-    return compiled.string, lambda values: {name: convert(name, values[name]) for name in bound}
+
+    def bind_names(values: dict[str, Any]) -> dict[str, Any]:
+        out = {name: values[name] for name in bound}
+        for name, processor in processors:
+            out[name] = processor(out[name])
+        return out
+
+    return compiled.string, bind_names
 
 
 @contextmanager
@@ -405,7 +488,7 @@ def hot_write(engine: Engine) -> Iterator[HotConnection]:
             else:
                 driver.execute("BEGIN IMMEDIATE")
             cursor = driver.cursor()
-            yield HotConnection(engine, cursor)
+            yield HotConnection(engine, cursor, autocommit=postgres)
             if not postgres:
                 driver.execute("COMMIT")
         except BaseException as error:
@@ -417,26 +500,32 @@ def hot_write(engine: Engine) -> Iterator[HotConnection]:
             pooled.close()
 
 
-def run_hot_write(engine: Engine, write: Callable[[HotConnection], T]) -> T:
-    """Run one callback's ``write`` durably and return what it returned.
+WriteMany = Callable[[HotConnection, list[I]], list[T]]
 
-    PostgreSQL: ``hot_write`` as is (the write is one autocommitted statement). SQLite: writes of
-    this process's threads are committed in groups — the threads that arrive while a commit
-    (and its WAL sync) is under way queue up, and the next of them commits them all in one
-    transaction, each in a savepoint of its own, with one sync. A write's own error rolls back
-    only that write; a failed commit fails every write of the group, none of which was
-    acknowledged yet.
+
+def run_hot_write(engine: Engine, write_many: WriteMany[I, T], item: I) -> T:
+    """Write one callback's ``item`` durably with ``write_many`` and return its result.
+
+    ``write_many(conn, items)`` writes several items at once and returns one result per item,
+    in order. PostgreSQL: the item is written alone through ``hot_write`` (one autocommitted
+    statement). SQLite: writes of this process's threads are committed in groups — the threads
+    that arrive while a commit (and its WAL sync) is under way queue up, and the next of them
+    writes all their items with one ``write_many`` call (multi-row statements) in one
+    transaction with one sync. If that call raises, each item is written again on its own, in
+    a savepoint: one item's error loses only that item. A failed commit fails every item of the
+    group, none of which was acknowledged yet.
     """
     group = _GROUP_COMMITS.get(engine)
     if group is None:
         with hot_write(engine) as conn:
-            return write(conn)
-    return group.run(engine, write)
+            return write_many(conn, [item])[0]
+    return group.run(engine, write_many, item)
 
 
-class _HotJob(Generic[T]):
-    def __init__(self, write: Callable[[HotConnection], T]) -> None:
-        self.write = write
+class _HotJob(Generic[I, T]):
+    def __init__(self, write_many: WriteMany[I, T], item: I) -> None:
+        self.write_many = write_many
+        self.item = item
         self.finished = False
         self.result: T | None = None
         self.error: BaseException | None = None
@@ -450,19 +539,20 @@ class _HotJob(Generic[T]):
 class _GroupCommit:
     """SQLite group commit for ``run_hot_write`` (one per engine, so per process).
 
-    Without it every callback holds the writer lock through its own WAL sync; with it one sync
-    covers every callback that queued meanwhile. The first thread to find no commit under way
-    leads: it takes the queue, commits it, and wakes the others. It keeps no reference to its
-    engine: it is the value of a weak mapping keyed by that engine, which it would keep alive.
+    Without it every callback holds the writer lock through its own WAL sync, and runs its own
+    statements; with it one sync and one multi-row statement per table cover every callback
+    that queued meanwhile. The first thread to find no commit under way leads: it takes the
+    queue, commits it, and wakes the others. It keeps no reference to its engine: it is the
+    value of a weak mapping keyed by that engine, which it would keep alive.
     """
 
     def __init__(self) -> None:
         self._changed = threading.Condition()
-        self._queue: list[_HotJob[Any]] = []
+        self._queue: list[_HotJob[Any, Any]] = []
         self._leading = False
 
-    def run(self, engine: Engine, write: Callable[[HotConnection], T]) -> T:
-        job: _HotJob[T] = _HotJob(write)
+    def run(self, engine: Engine, write_many: WriteMany[I, T], item: I) -> T:
+        job: _HotJob[I, T] = _HotJob(write_many, item)
         with self._changed:
             self._queue.append(job)
             while not job.finished and self._leading:
@@ -470,7 +560,7 @@ class _GroupCommit:
             if job.finished:
                 return job.outcome()
             self._leading = True
-            batch, self._queue = self._queue, []
+            batch, self._queue = self._queue[:GROUP_LIMIT], self._queue[GROUP_LIMIT:]
         try:
             self._commit(engine, batch)
         finally:
@@ -479,20 +569,45 @@ class _GroupCommit:
                 self._changed.notify_all()
         return job.outcome()
 
-    def _commit(self, engine: Engine, batch: list[_HotJob[Any]]) -> None:
+    def _commit(self, engine: Engine, batch: list[_HotJob[Any, Any]]) -> None:
         try:
             with hot_write(engine) as conn:
-                for job in batch:
-                    try:
-                        with conn.savepoint():
-                            job.result = job.write(conn)
-                    except Exception as error:  # this callback's own failure: the rest go on
-                        job.error = error
+                for write_many, jobs in _by_writer(batch).items():
+                    _write_group(conn, write_many, jobs)
         except BaseException as error:  # nothing of the group was committed
             for job in batch:
                 job.error, job.result = error, None
         for job in batch:
             job.finished = True
+
+
+def _by_writer(batch: list[_HotJob[Any, Any]]) -> dict[Any, list[_HotJob[Any, Any]]]:
+    groups: dict[Any, list[_HotJob[Any, Any]]] = {}
+    for job in batch:
+        groups.setdefault(job.write_many, []).append(job)
+    return groups
+
+
+def _write_group(conn: HotConnection, write_many: WriteMany[Any, Any], jobs: list[_HotJob[Any, Any]]) -> None:
+    """All of ``jobs`` in one ``write_many`` call; if it raises, each job again on its own."""
+    try:
+        with conn.savepoint():
+            results = write_many(conn, [job.item for job in jobs])
+    except Exception as error:
+        if conn.lost_with(error):
+            raise  # hot_write throws the connection away; every job of the group fails
+        if len(jobs) == 1:
+            jobs[0].error = error
+            return
+        for job in jobs:
+            try:
+                with conn.savepoint():
+                    (job.result,) = write_many(conn, [job.item])
+            except Exception as own_error:  # this callback's own failure: the rest go on
+                job.error = own_error
+        return
+    for job, result in zip(jobs, results, strict=True):
+        job.result = result
 
 
 def _restore_transactions(pooled: Any, driver: Any) -> None:
@@ -503,11 +618,15 @@ def _restore_transactions(pooled: Any, driver: Any) -> None:
         pooled.invalidate(error)
 
 
+def _is_disconnect(engine: Engine, error: BaseException, driver: Any, cursor: Any) -> bool:
+    dbapi_error = engine.dialect.loaded_dbapi.Error
+    return isinstance(error, dbapi_error) and engine.dialect.is_disconnect(error, driver, cursor)
+
+
 def _abandon_hot_write(
     engine: Engine, pooled: Any, driver: Any, cursor: Any, error: BaseException, postgres: bool
 ) -> None:
-    dbapi_error = engine.dialect.loaded_dbapi.Error
-    if isinstance(error, dbapi_error) and engine.dialect.is_disconnect(error, driver, cursor):
+    if _is_disconnect(engine, error, driver, cursor):
         pooled.invalidate(error)
         engine.pool.dispose()
         return

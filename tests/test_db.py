@@ -154,9 +154,10 @@ def test_sqlite_commits_are_synced_before_the_ack(engine):
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar_one() == 2  # FULL
 
 
-def test_sqlite_commits_callbacks_that_queued_meanwhile_as_one_group(engine):
-    """While one commit is under way, arriving writes queue; the next leader commits them all in
-    one transaction (one WAL sync), each in its own savepoint: one write's error loses only it."""
+def test_callbacks_that_queue_during_a_commit_are_written_together(engine):
+    """While one commit is under way, arriving writes queue; the next leader writes them all
+    with one call (one multi-row statement, one commit — on SQLite one WAL sync). If that call
+    fails, each write is tried on its own: one write's error loses only it."""
     import threading
     import time
 
@@ -164,30 +165,23 @@ def test_sqlite_commits_callbacks_that_queued_meanwhile_as_one_group(engine):
 
     from scrm.models import InboxEvent
 
-    if engine.dialect.name != "sqlite":
-        pytest.skip("PostgreSQL writes each callback as one autocommitted statement")
-    statement = db.insert_ignore_statement("sqlite", InboxEvent, ["dedupe_key"])
     first_holds = threading.Event()
     release_first = threading.Event()
-    ran_on: dict[str, int] = {}
+    calls: list[tuple[int, list[str]]] = []
     outcomes: dict[str, object] = {}
 
-    def write(key: str):
-        def run(conn):
-            ran_on[key] = threading.get_ident()
-            if key == "first":
-                first_holds.set()
-                assert release_first.wait(10)
-            row = conn.first(statement, _inbox_values(key))
-            if key == "broken":
-                raise RuntimeError("this callback's own write failed")
-            return row
-
-        return run
+    def write_many(conn, keys: list[str]) -> list[int | None]:
+        calls.append((threading.get_ident(), list(keys)))
+        if "first" in keys:
+            first_holds.set()
+            assert release_first.wait(10)
+        if "broken" in keys:
+            raise RuntimeError("this callback's own write failed")
+        return db.insert_ignore_many(conn, InboxEvent, "dedupe_key", [_inbox_values(k) for k in keys])
 
     def call(key: str) -> None:
         try:
-            outcomes[key] = db.run_hot_write(engine, write(key))
+            outcomes[key] = db.run_hot_write(engine, write_many, key)
         except RuntimeError as error:
             outcomes[key] = error
 
@@ -204,9 +198,92 @@ def test_sqlite_commits_callbacks_that_queued_meanwhile_as_one_group(engine):
     for thread in threads.values():
         thread.join(10)
 
-    assert len({ran_on["a"], ran_on["broken"], ran_on["b"]}) == 1  # one leader ran the group
+    leader, together = calls[1]
+    assert sorted(together) == ["a", "b", "broken"]  # one call for the queued group …
+    assert sorted(keys for _, keys in calls[2:]) == [["a"], ["b"], ["broken"]]
+    assert {thread for thread, _ in calls[1:]} == {leader}  # … and its retries, by one leader
     assert isinstance(outcomes["broken"], RuntimeError)
-    assert all(isinstance(outcomes[key], tuple) for key in ("first", "a", "b"))
+    assert all(isinstance(outcomes[key], int) for key in ("first", "a", "b"))
     with engine.connect() as reader:
         keys = sorted(reader.execute(select(InboxEvent.dedupe_key)).scalars())
     assert keys == ["a", "b", "first"]
+
+
+def test_insert_ignore_many_returns_an_id_per_new_row_and_none_for_conflicts(engine):
+    from scrm.models import InboxEvent
+
+    with hot_write(engine) as conn:
+        (stored,) = db.insert_ignore_many(conn, InboxEvent, "dedupe_key", [_inbox_values("held")])
+    rows = [_inbox_values(key) for key in ("new1", "held", "new2", "new1")]
+    with hot_write(engine) as conn:
+        ids = db.insert_ignore_many(conn, InboxEvent, "dedupe_key", rows)
+    assert ids[0] is not None and ids[2] is not None and ids[0] != ids[2] != stored
+    assert ids[1] is None  # held already
+    assert ids[3] is None  # the same key earlier in the same call
+    with pytest.raises(ValueError, match="share their keys"), hot_write(engine) as conn:
+        db.insert_ignore_many(conn, InboxEvent, "dedupe_key", [_inbox_values("x"), {"dedupe_key": "y"}])
+
+
+def _add_event(external_userid: str, welcome_code: str, state: str):
+    from scrm.wecom.parse import parse_envelope
+
+    plaintext = (
+        "<xml><ToUserName>ww1</ToUserName><FromUserName>sys</FromUserName><CreateTime>1700000000</CreateTime>"
+        "<MsgType>event</MsgType><Event>change_external_contact</Event><ChangeType>add_external_contact</ChangeType>"
+        f"<UserID>zhangsan</UserID><ExternalUserID>{external_userid}</ExternalUserID><State>{state}</State>"
+        f"<WelcomeCode>{welcome_code}</WelcomeCode></xml>"
+    )
+    return parse_envelope(plaintext), plaintext
+
+
+def test_a_group_of_callbacks_is_stored_with_its_welcomes_once_each(engine):
+    """``inbox.accept`` writes a whole group: new events with their welcome commands, nothing for
+    an event already held, and only the first of two deliveries of one event in the group."""
+    from sqlalchemy import func, select
+    from sqlalchemy.orm import Session
+
+    from scrm.db import transaction
+    from scrm.models import InboxEvent, OutboxCommand
+    from scrm.services import channels, inbox, welcome
+
+    welcome.forget_templates()
+    with transaction(db.make_session_factory(engine)) as session:
+        channels.create_channel(
+            session, name="展会", userids=["zhangsan"], welcome_text="您好", state="cexpo"
+        )
+        channels.create_channel(session, name="官网", userids=["zhangsan"], state="cweb")  # no welcome
+    held = inbox.Arrival(*_add_event("wm0", "code0", "cexpo"), claim_welcome=True)
+    with hot_write(engine) as conn:
+        (first,) = inbox.accept(conn, [held])
+    assert first.inbox_id is not None and first.welcome is not None
+
+    group = [
+        inbox.Arrival(*_add_event("wm1", "code1", "cexpo"), claim_welcome=True),
+        held,  # a retry of an event stored earlier
+        inbox.Arrival(*_add_event("wm2", "code2", "cweb")),  # its channel has no welcome text
+        inbox.Arrival(*_add_event("wm1", "code1", "cexpo"), claim_welcome=True),  # wm1 again
+        inbox.Arrival(*_add_event("wm3", "code3", "cexpo")),
+    ]
+    with hot_write(engine) as conn:
+        results = inbox.accept(conn, group)
+
+    new1, retry, no_welcome, again, new3 = results
+    assert retry == inbox.Accepted(None, None) and again == inbox.Accepted(None, None)
+    assert None not in (new1.inbox_id, no_welcome.inbox_id, new3.inbox_id)
+    assert no_welcome.welcome is None
+    assert new1.welcome is not None and new1.welcome.payload["welcome_code"] == "code1"
+    assert new3.welcome is not None and new3.welcome.payload["welcome_code"] == "code3"
+    with Session(engine) as session:
+        assert session.scalar(select(func.count()).select_from(InboxEvent)) == 4
+        commands = {
+            c.idempotency_key: c
+            for c in session.scalars(select(OutboxCommand)).all()
+            if c.idempotency_key.startswith("welcome:")
+        }
+        assert sorted(commands) == ["welcome:code0", "welcome:code1", "welcome:code3"]
+        assert commands["welcome:code1"].inbox_event_id == new1.inbox_id
+        assert commands["welcome:code1"].id == new1.welcome.command_id
+        assert commands["welcome:code1"].status.value == "sending"  # claimed for its sender
+        assert commands["welcome:code3"].status.value == "pending"  # left for the welcome lane
+        assert commands["welcome:code3"].inbox_event_id == new3.inbox_id
+        assert commands["welcome:code1"].payload == {"welcome_code": "code1", "text": {"content": "您好"}}

@@ -17,10 +17,22 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, bindparam, exists, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    String,
+    Table,
+    bindparam,
+    exists,
+    literal_column,
+    or_,
+    select,
+    union_all,
+    update,
+)
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.orm import Session
 
-from scrm.db import HotConnection, dialect_insert, insert_ignore_statement
+from scrm.db import HotConnection, dialect_insert, insert_ignore_many
 from scrm.errors import NotFound
 from scrm.models import InboxEvent, InboxStatus, OutboxCommand
 from scrm.services import welcome
@@ -43,89 +55,171 @@ class Accepted:
     welcome: welcome.WelcomeSend | None
 
 
-def accept(
-    conn: HotConnection, envelope: Envelope, plaintext: str, *, claim_welcome: bool = False
-) -> Accepted:
-    """Store the event unless we hold it already, with its welcome command if it calls for one.
+@dataclass(frozen=True)
+class Arrival:
+    """One verified callback on its way into the inbox. ``claim_welcome``: the caller sends the
+    welcome itself right after commit, so its command is stored claimed."""
 
-    ``conn`` comes from ``db.hot_write``. On PostgreSQL it autocommits, so event and
-    welcome go in as one statement (a CTE); on SQLite it is one transaction. Either way a retry
-    of an event we hold writes nothing, not even a second welcome. ``claim_welcome``: the caller
-    sends the welcome itself right after commit, so the row is stored claimed.
+    envelope: Envelope
+    plaintext: str
+    claim_welcome: bool = False
+
+
+def accept(conn: HotConnection, arrivals: list[Arrival]) -> list[Accepted]:
+    """Store each event unless we hold it already, with its welcome command if it calls for one;
+    one result per arrival, in order.
+
+    ``conn`` comes from ``db.run_hot_write``; the arrivals are the callbacks one group commit
+    gathered. PostgreSQL: the events and their welcomes go in with one statement (a CTE of two
+    multi-row inserts), which the autocommitting connection commits whole. SQLite: one
+    multi-row statement for the events, then one for the welcomes, in the group's
+    transaction. Either way a retry of an event we hold writes nothing, not even a second
+    welcome; of two deliveries of one event in the same group the first is stored and the
+    second is the duplicate.
     """
     now = utcnow()
-    event_row = {
+    first_of_key: dict[str, int] = {}
+    for index, arrival in enumerate(arrivals):
+        first_of_key.setdefault(arrival.envelope.dedupe_key, index)
+    unique = sorted(first_of_key.values())  # later deliveries in the group are duplicates
+    events = [_event_row(arrivals[index], now) for index in unique]
+    commands = [_command_row(arrivals[index], conn, now) for index in unique]
+    if conn.engine.dialect.name == "postgresql":
+        inbox_ids, command_ids = _insert_pg(conn, events, commands)
+    else:
+        inbox_ids = insert_ignore_many(conn, InboxEvent, "dedupe_key", events)
+        welcomed = [
+            (position, command | {"inbox_event_id": inbox_id})
+            for position, (inbox_id, command) in enumerate(zip(inbox_ids, commands, strict=True))
+            if inbox_id is not None and command is not None
+        ]
+        command_ids = [None] * len(unique)
+        stored = insert_ignore_many(conn, OutboxCommand, "idempotency_key", [row for _, row in welcomed])
+        for (position, _), command_id in zip(welcomed, stored, strict=True):
+            command_ids[position] = command_id
+    results = [Accepted(None, None)] * len(arrivals)
+    for position, index in enumerate(unique):
+        command_id, command = command_ids[position], commands[position]
+        send = welcome.WelcomeSend.of(command_id, command) if command_id and command else None
+        results[index] = Accepted(inbox_ids[position], send)
+    return results
+
+
+def _event_row(arrival: Arrival, now: datetime) -> dict[str, Any]:
+    envelope = arrival.envelope
+    return {
         "dedupe_key": envelope.dedupe_key,
         "msg_type": envelope.msg_type[:32],
         "event": envelope.event[:64],
         "change_type": envelope.change_type[:64],
         "ordering_key": envelope.ordering_key[:80],
-        "payload": plaintext,
+        "payload": arrival.plaintext,
         "created_time": envelope.create_time,
         "status": InboxStatus.PENDING.value,
         "attempts": 0,
         "received_at": now,
         "next_attempt_at": now,
     }
-    command = welcome.command_for_event(
-        conn.engine, envelope, now=now, claimed_for=WELCOME_LEASE if claim_welcome else None
+
+
+def _command_row(arrival: Arrival, conn: HotConnection, now: datetime) -> dict[str, Any] | None:
+    claimed_for = WELCOME_LEASE if arrival.claim_welcome else None
+    return welcome.command_for_event(conn.engine, arrival.envelope, now=now, claimed_for=claimed_for)
+
+
+def _insert_pg(
+    conn: HotConnection, events: list[dict[str, Any]], commands: list[dict[str, Any] | None]
+) -> tuple[list[int | None], list[int | None]]:
+    """The events, and the welcome commands of those that are new, in one statement; returns
+    (inbox id or None for a stored duplicate, command id or None) per event."""
+    welcomed = [(event, command) for event, command in zip(events, commands, strict=True) if command]
+    command_fields = tuple(welcomed[0][1]) if welcomed else ()
+    statement, event_names, command_names = _insert_pg_statement(
+        tuple(events[0]), command_fields, len(events), len(welcomed)
     )
-    dialect = conn.engine.dialect.name
-    if command is None:
-        return Accepted(_first_value(conn, _insert_event(dialect), event_row), None)
-    if dialect == "postgresql":
-        params = event_row | {f"command_{name}": value for name, value in command.items()}
-        statement = _insert_event_and_command_pg(tuple(event_row), tuple(command))
-        inbox_id, command_id = conn.first(statement, params) or (None, None)
-    else:
-        command_id = None
-        inbox_id = _first_value(conn, _insert_event(dialect), event_row)
-        if inbox_id is not None:
-            command_id = _first_value(
-                conn,
-                insert_ignore_statement(dialect, OutboxCommand, ["idempotency_key"]),
-                command | {"inbox_event_id": inbox_id},
-            )
-    return Accepted(inbox_id, welcome.WelcomeSend.of(command_id, command) if command_id else None)
-
-
-def _first_value(conn: HotConnection, statement: Any, values: dict[str, Any]) -> Any:
-    """The id an ``INSERT … ON CONFLICT DO NOTHING RETURNING id`` gave; None when it conflicted."""
-    row = conn.first(statement, values)
-    return None if row is None else row[0]
-
-
-def _insert_event(dialect: str) -> Any:
-    return insert_ignore_statement(dialect, InboxEvent, ["dedupe_key"])
+    values: dict[str, Any] = {}
+    for names, event in zip(event_names, events, strict=True):
+        values.update(zip(names, event.values(), strict=True))
+    for names, (event, command) in zip(command_names, welcomed, strict=True):
+        stored_values = (value for name, value in command.items() if name != "inbox_event_id")
+        values.update(zip(names, (event["dedupe_key"], *stored_values), strict=True))
+    stored: dict[tuple[bool, str], int] = {
+        (is_command, key): row_id for is_command, row_id, key in conn.all(statement, values)
+    }
+    inbox_ids = [stored.get((False, event["dedupe_key"])) for event in events]
+    command_ids = [
+        stored.get((True, command["idempotency_key"])) if command else None for command in commands
+    ]
+    return inbox_ids, command_ids
 
 
 @cache
-def _insert_event_and_command_pg(event_fields: tuple[str, ...], command_fields: tuple[str, ...]) -> Any:
-    """One PostgreSQL statement: the inbox row, and the outbox row only if the inbox row is new.
+def _insert_pg_statement(
+    event_fields: tuple[str, ...], command_fields: tuple[str, ...], events: int, commands: int
+) -> tuple[Any, list[tuple[str, ...]], list[tuple[str, ...]]]:
+    """The statement ``_insert_pg`` runs for ``events`` events of which ``commands`` carry a
+    welcome, with its bind names row by row (events, then commands: the event's dedupe key
+    first). Built once per shape.
 
-    Returns (inbox id or NULL for a duplicate, command id or NULL). Built once for the column
-    names ``accept`` fills; the outbox values are bound as ``command_<column>``.
+    WITH event AS (INSERT … VALUES (…), (…) ON CONFLICT DO NOTHING RETURNING id, dedupe_key),
+    command AS (INSERT … SELECT the welcome values joined to *new* events on the dedupe key …
+    ON CONFLICT DO NOTHING RETURNING id, idempotency_key) SELECT both: a welcome is stored
+    only with its event, never for a retry of an event we hold. Every welcome value is cast to
+    its column's type: in a UNION a parameter's type is not inferred from the target column.
     """
     event_table, command_table = TABLE, cast(Table, OutboxCommand.__table__)
+    event_names = [tuple(f"{name}_{i}" for name in event_fields) for i in range(events)]
     event = (
         dialect_insert("postgresql", InboxEvent)
-        .values({name: bindparam(name, type_=event_table.c[name].type) for name in event_fields})
+        .values(
+            [
+                {
+                    name: bindparam(bound, type_=event_table.c[name].type)
+                    for name, bound in zip(event_fields, names, strict=True)
+                }
+                for names in event_names
+            ]
+        )
         .on_conflict_do_nothing(index_elements=["dedupe_key"])
-        .returning(event_table.c.id)
+        .returning(event_table.c.id, event_table.c.dedupe_key)
         .cte("event")
     )
-    command_columns = [command_table.c[name] for name in command_fields if name != "inbox_event_id"]
+    new_events = select(
+        literal_column("false").label("is_command"), event.c.id, event.c.dedupe_key.label("key")
+    )
+    stored_fields = [name for name in command_fields if name != "inbox_event_id"]
+    command_names = [
+        (f"for_{i}", *(f"command_{name}_{i}" for name in stored_fields)) for i in range(commands)
+    ]
+    if not commands:
+        return new_events, event_names, command_names
+    wanted_rows = [
+        select(
+            sql_cast(bindparam(names[0], type_=String()), String()).label("dedupe_key"),
+            *(
+                sql_cast(
+                    bindparam(bound, type_=command_table.c[name].type), command_table.c[name].type
+                ).label(name)
+                for name, bound in zip(stored_fields, names[1:], strict=True)
+            ),
+        )
+        for names in command_names
+    ]
+    wanted = (union_all(*wanted_rows) if len(wanted_rows) > 1 else wanted_rows[0]).subquery("wanted")
     command = (
         dialect_insert("postgresql", OutboxCommand)
         .from_select(
-            [c.name for c in command_columns] + ["inbox_event_id"],
-            select(*(bindparam(f"command_{c.name}", type_=c.type) for c in command_columns), event.c.id),
+            [*stored_fields, "inbox_event_id"],
+            select(*(wanted.c[name] for name in stored_fields), event.c.id).join_from(
+                wanted, event, wanted.c.dedupe_key == event.c.dedupe_key
+            ),
         )
         .on_conflict_do_nothing(index_elements=["idempotency_key"])
-        .returning(command_table.c.id)
+        .returning(command_table.c.id, command_table.c.idempotency_key)
         .cte("command")
     )
-    return select(select(event.c.id).scalar_subquery(), select(command.c.id).scalar_subquery())
+    new_commands = select(literal_column("true"), command.c.id, command.c.idempotency_key)
+    return union_all(new_events, new_commands), event_names, command_names
 
 
 @dataclass(frozen=True)

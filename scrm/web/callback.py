@@ -84,7 +84,7 @@ def receive() -> Response:
         return _reject(exc)
 
     accepted = run_hot_write(
-        rt.ctx.engine, lambda conn: inbox.accept(conn, envelope, plaintext, claim_welcome=rt.sends_welcomes)
+        rt.ctx.engine, inbox.accept, inbox.Arrival(envelope, plaintext, claim_welcome=rt.sends_welcomes)
     )
     if accepted.inbox_id is None:
         log.debug("duplicate delivery of %s/%s acknowledged", envelope.event, envelope.change_type)
