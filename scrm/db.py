@@ -17,9 +17,10 @@ import struct
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from datetime import datetime
+from itertools import chain
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import JSON, DateTime, Engine, MetaData, String, bindparam, create_engine, event, exc, insert
@@ -180,55 +181,103 @@ def insert_ignore_statement(dialect_name: str, model: Any, conflict: list[str]) 
     return stmt
 
 
-_INSERT_IGNORE_MANY: dict[tuple[str, str, str, tuple[str, ...], int], tuple[Any, tuple[str, ...]]] = {}
+class RowShape:
+    """How rows of one table travel into a multi-row hot insert: the fields in the order the
+    statement binds them (the table's column order), each value already converted by its
+    column's own bind processor — the stored form the ORM would write.
+
+    Callers convert their row in the request's own thread (``values``); the leader of a group
+    commit then only concatenates converted rows under the write lock, which every other
+    writer is waiting for.
+    """
+
+    def __init__(self, dialect: Any, model: Any, fields: Iterable[str]) -> None:
+        table = model.__table__
+        wanted = set(fields)
+        if unknown := wanted - set(table.c.keys()):
+            raise ValueError(f"{table.name} has no columns {sorted(unknown)}")
+        self.dialect = dialect
+        self.model = model
+        self.fields = tuple(column.name for column in table.columns if column.name in wanted)
+        self._processors = [
+            (index, processor)
+            for index, name in enumerate(self.fields)
+            if (processor := table.c[name].type.dialect_impl(dialect).bind_processor(dialect)) is not None
+        ]
+
+    def values(self, row: dict[str, Any]) -> list[Any]:
+        """``row``'s values in ``fields`` order, converted for the driver."""
+        if missing := [name for name in self.fields if name not in row]:
+            raise ValueError(
+                f"a {self.model.__tablename__} row needs {missing} (hot writes fill no defaults)"
+            )
+        out = [row[name] for name in self.fields]
+        for index, processor in self._processors:
+            out[index] = processor(out[index])
+        return out
 
 
-def insert_ignore_many(
-    conn: HotConnection, model: Any, conflict: str, rows: list[dict[str, Any]]
+def insert_ignore_rows(
+    conn: HotConnection, shape: RowShape, conflict: str, rows: list[list[Any]]
 ) -> list[int | None]:
-    """Insert ``rows`` (all with the same keys, in the same order) with one multi-row
-    INSERT … ON CONFLICT (conflict) DO NOTHING RETURNING; one id per row, None where the row
-    conflicted — with a stored row, or with an earlier row of the same call.
+    """Insert ``rows`` (from ``shape.values``) with one multi-row INSERT … ON CONFLICT
+    (conflict) DO NOTHING RETURNING; one id per row, None where the row conflicted — with a
+    stored row, or with an earlier row of the same call.
 
     RETURNING gives no promise of order, so ids are matched back through the conflict column.
     """
     if not rows:
         return []
-    fields = tuple(rows[0])
-    statement, names = _insert_ignore_many_statement(
-        conn.engine.dialect.name, model, conflict, fields, len(rows)
-    )
-    flat: list[Any] = []
-    for row in rows:
-        if tuple(row) != fields:
-            raise ValueError(f"insert_ignore_many rows must share their keys; {tuple(row)} is not {fields}")
-        flat.extend(row.values())
-    stored = dict((key, row_id) for row_id, key in conn.all(statement, dict(zip(names, flat, strict=True))))
-    return [stored.pop(row[conflict], None) for row in rows]
+    sql = _insert_ignore_rows_sql(shape, conflict, len(rows))
+    stored = {key: row_id for row_id, key in conn.returning(sql, list(chain.from_iterable(rows)))}
+    position = shape.fields.index(conflict)
+    return [stored.pop(row[position], None) for row in rows]
 
 
-def _insert_ignore_many_statement(
-    dialect_name: str, model: Any, conflict: str, fields: tuple[str, ...], count: int
-) -> tuple[Any, tuple[str, ...]]:
-    """The statement for ``count`` rows of ``fields`` and its bind names, row by row; built once."""
-    key = (dialect_name, model.__tablename__, conflict, fields, count)
-    hit = _INSERT_IGNORE_MANY.get(key)
-    if hit is None:
-        table = model.__table__
-        rows = [
-            {name: bindparam(f"{name}_{i}", type_=table.c[name].type) for name in fields}
-            for i in range(count)
-        ]
+_INSERT_IGNORE_ROWS: dict[tuple[int, str, int], str] = {}
+
+
+def _insert_ignore_rows_sql(shape: RowShape, conflict: str, count: int) -> str:
+    key = (id(shape), conflict, count)
+    sql = _INSERT_IGNORE_ROWS.get(key)
+    if sql is None:
+        table = shape.model.__table__
+        names = [[f"{name}_{i}" for name in shape.fields] for i in range(count)]
         statement = (
-            dialect_insert(dialect_name, model)
-            .values(rows)
+            dialect_insert(shape.dialect.name, shape.model)
+            .values(
+                [
+                    {
+                        name: bindparam(bound, type_=table.c[name].type)
+                        for name, bound in zip(shape.fields, row, strict=True)
+                    }
+                    for row in names
+                ]
+            )
             .on_conflict_do_nothing(index_elements=[conflict])
             .returning(table.c.id, table.c[conflict])
         )
-        hit = _INSERT_IGNORE_MANY.setdefault(
-            key, (statement, tuple(f"{name}_{i}" for i in range(count) for name in fields))
+        sql = _INSERT_IGNORE_ROWS.setdefault(
+            key, positional_sql(shape.dialect, statement, list(chain.from_iterable(names)))
         )
-    return hit
+    return sql
+
+
+_POSITIONAL_DIALECTS: dict[type, Any] = {}
+
+
+def positional_sql(dialect: Any, statement: Any, expected: list[str]) -> str:
+    """``statement`` compiled with positional parameters (SQLite's ``?``, psycopg's ``%s``),
+    checked to bind exactly ``expected``, in that order — the order callers lay values out in."""
+    if not dialect.positional:
+        cls = type(dialect)
+        dialect = _POSITIONAL_DIALECTS.get(cls) or _POSITIONAL_DIALECTS.setdefault(
+            cls, cls(paramstyle="format")
+        )
+    compiled = statement.compile(dialect=dialect)
+    if list(compiled.positiontup or ()) != expected or compiled.escaped_bind_names:
+        raise ValueError(f"statement binds {compiled.positiontup}, not the expected {expected}")
+    return str(compiled.string)
 
 
 def insert_ignore(session: Session, model: Any, values: dict[str, Any], conflict: list[str]) -> Any:
@@ -372,37 +421,14 @@ class HotConnection:
     context, result wrapping), which cost more than the database on this path.
     """
 
-    def __init__(self, engine: Engine, cursor: Any, *, autocommit: bool = False) -> None:
+    def __init__(self, engine: Engine, cursor: Any) -> None:
         self.engine = engine
         self._cursor = cursor
-        self._autocommit = autocommit
 
-    @contextmanager
-    def savepoint(self) -> Iterator[None]:
-        """Undo only what the block wrote if it raises. On an autocommitting connection
-        (PostgreSQL) a statement that fails has written nothing and one that succeeded is
-        committed already, so a block that writes with one statement needs no savepoint."""
-        if self._autocommit:
-            yield
-            return
-        self._cursor.execute("SAVEPOINT hot_write")
-        try:
-            yield
-        except BaseException:
-            self._cursor.execute("ROLLBACK TO hot_write")
-            raise
-        finally:
-            self._cursor.execute("RELEASE hot_write")
-
-    def lost_with(self, error: BaseException) -> bool:
-        """Whether ``error`` means the connection itself is gone (no retry on it can succeed)."""
-        return _is_disconnect(self.engine, error, self._cursor.connection, self._cursor)
-
-    def all(self, statement: Any, values: dict[str, Any]) -> list[tuple[Any, ...]]:
-        """Run ``statement`` with ``values`` and return every row it returned (multi-row
-        INSERT … RETURNING)."""
-        sql, bind = _hot_compiled(self.engine.dialect, statement, tuple(values))
-        self._cursor.execute(sql, bind(values))
+    def returning(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+        """Run positional ``sql`` (``positional_sql``) with driver-ready ``params`` and return
+        every row it returned (a multi-row INSERT … RETURNING)."""
+        self._cursor.execute(sql, params)
         return [tuple(row) for row in self._cursor.fetchall()]
 
     def first(self, statement: Any, values: dict[str, Any]) -> tuple[Any, ...] | None:
@@ -488,7 +514,7 @@ def hot_write(engine: Engine) -> Iterator[HotConnection]:
             else:
                 driver.execute("BEGIN IMMEDIATE")
             cursor = driver.cursor()
-            yield HotConnection(engine, cursor, autocommit=postgres)
+            yield HotConnection(engine, cursor)
             if not postgres:
                 driver.execute("COMMIT")
         except BaseException as error:
@@ -506,14 +532,16 @@ WriteMany = Callable[[HotConnection, list[I]], list[T]]
 def run_hot_write(engine: Engine, write_many: WriteMany[I, T], item: I) -> T:
     """Write one callback's ``item`` durably with ``write_many`` and return its result.
 
-    ``write_many(conn, items)`` writes several items at once and returns one result per item,
-    in order. PostgreSQL: the item is written alone through ``hot_write`` (one autocommitted
-    statement). SQLite: writes of this process's threads are committed in groups — the threads
-    that arrive while a commit (and its WAL sync) is under way queue up, and the next of them
-    writes all their items with one ``write_many`` call (multi-row statements) in one
-    transaction with one sync. If that call raises, each item is written again on its own, in
-    a savepoint: one item's error loses only that item. A failed commit fails every item of the
-    group, none of which was acknowledged yet.
+    ``write_many(conn, items)`` writes several items at once — with one statement per table —
+    and returns one result per item, in order. The threads of a process that arrive while a
+    write (and its commit) is under way queue up; the next of them writes all their items
+    with one ``write_many`` call and one commit: on SQLite one WAL sync under the write lock,
+    on PostgreSQL one round trip (``write_many`` must write with a single statement there,
+    which the autocommitting connection commits whole). Items come prepared: whatever can be
+    computed before the write — rows, converted values — is, in the caller's own thread.
+
+    If the group's write fails, nothing of it was stored, and each item is written again on
+    its own: one item's error loses only that item, and none was acknowledged yet.
     """
     group = _GROUP_COMMITS.get(engine)
     if group is None:
@@ -537,13 +565,13 @@ class _HotJob(Generic[I, T]):
 
 
 class _GroupCommit:
-    """SQLite group commit for ``run_hot_write`` (one per engine, so per process).
+    """Group commit for ``run_hot_write`` (one per engine, so per process).
 
-    Without it every callback holds the writer lock through its own WAL sync, and runs its own
-    statements; with it one sync and one multi-row statement per table cover every callback
-    that queued meanwhile. The first thread to find no commit under way leads: it takes the
-    queue, commits it, and wakes the others. It keeps no reference to its engine: it is the
-    value of a weak mapping keyed by that engine, which it would keep alive.
+    Without it every callback holds SQLite's writer lock through its own WAL sync, or makes its
+    own PostgreSQL round trip and commit; with it one commit and one statement per table cover
+    every callback that queued meanwhile. The first thread to find no commit under way leads:
+    it takes the queue, commits it, and wakes the others. It keeps no reference to its engine:
+    it is the value of a weak mapping keyed by that engine, which it would keep alive.
     """
 
     def __init__(self) -> None:
@@ -573,12 +601,22 @@ class _GroupCommit:
         try:
             with hot_write(engine) as conn:
                 for write_many, jobs in _by_writer(batch).items():
-                    _write_group(conn, write_many, jobs)
-        except BaseException as error:  # nothing of the group was committed
+                    results = write_many(conn, [job.item for job in jobs])
+                    for job, result in zip(jobs, results, strict=True):
+                        job.result = result
+        except Exception as error:
+            if len(batch) == 1:
+                batch[0].error, batch[0].result = error, None
+            else:  # nothing of the group was stored: each callback again, on its own
+                for job in batch:
+                    job.error, job.result = None, None
+                    _write_alone(engine, job)
+        except BaseException as error:
             for job in batch:
                 job.error, job.result = error, None
-        for job in batch:
-            job.finished = True
+        finally:
+            for job in batch:
+                job.finished = True
 
 
 def _by_writer(batch: list[_HotJob[Any, Any]]) -> dict[Any, list[_HotJob[Any, Any]]]:
@@ -588,26 +626,16 @@ def _by_writer(batch: list[_HotJob[Any, Any]]) -> dict[Any, list[_HotJob[Any, An
     return groups
 
 
-def _write_group(conn: HotConnection, write_many: WriteMany[Any, Any], jobs: list[_HotJob[Any, Any]]) -> None:
-    """All of ``jobs`` in one ``write_many`` call; if it raises, each job again on its own."""
+def _write_alone(engine: Engine, job: _HotJob[Any, Any]) -> None:
+    """One callback of a group whose write failed, in a transaction of its own: its own error
+    loses only it. Writes are idempotent (ON CONFLICT DO NOTHING), so a group that did commit
+    although the commit reported an error (a connection lost at COMMIT) comes back as
+    duplicates, not as rows stored twice."""
     try:
-        with conn.savepoint():
-            results = write_many(conn, [job.item for job in jobs])
+        with hot_write(engine) as conn:
+            (job.result,) = job.write_many(conn, [job.item])
     except Exception as error:
-        if conn.lost_with(error):
-            raise  # hot_write throws the connection away; every job of the group fails
-        if len(jobs) == 1:
-            jobs[0].error = error
-            return
-        for job in jobs:
-            try:
-                with conn.savepoint():
-                    (job.result,) = write_many(conn, [job.item])
-            except Exception as own_error:  # this callback's own failure: the rest go on
-                job.error = own_error
-        return
-    for job, result in zip(jobs, results, strict=True):
-        job.result = result
+        job.error = error
 
 
 def _restore_transactions(pooled: Any, driver: Any) -> None:
@@ -618,15 +646,11 @@ def _restore_transactions(pooled: Any, driver: Any) -> None:
         pooled.invalidate(error)
 
 
-def _is_disconnect(engine: Engine, error: BaseException, driver: Any, cursor: Any) -> bool:
-    dbapi_error = engine.dialect.loaded_dbapi.Error
-    return isinstance(error, dbapi_error) and engine.dialect.is_disconnect(error, driver, cursor)
-
-
 def _abandon_hot_write(
     engine: Engine, pooled: Any, driver: Any, cursor: Any, error: BaseException, postgres: bool
 ) -> None:
-    if _is_disconnect(engine, error, driver, cursor):
+    dbapi_error = engine.dialect.loaded_dbapi.Error
+    if isinstance(error, dbapi_error) and engine.dialect.is_disconnect(error, driver, cursor):
         pooled.invalidate(error)
         engine.pool.dispose()
         return

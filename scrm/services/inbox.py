@@ -15,10 +15,12 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
+from itertools import chain
 from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
+    Engine,
     String,
     Table,
     bindparam,
@@ -32,10 +34,10 @@ from sqlalchemy import (
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.orm import Session
 
-from scrm.db import HotConnection, dialect_insert, insert_ignore_many
+from scrm.db import HotConnection, RowShape, dialect_insert, insert_ignore_rows, positional_sql
 from scrm.errors import NotFound
-from scrm.models import InboxEvent, InboxStatus, OutboxCommand
-from scrm.services import welcome
+from scrm.models import InboxEvent, InboxStatus, OutboxCommand, OutboxKind
+from scrm.services import outbox, welcome
 from scrm.timeutil import utcnow
 from scrm.wecom.parse import Envelope
 
@@ -57,17 +59,91 @@ class Accepted:
 
 @dataclass(frozen=True)
 class Arrival:
-    """One verified callback on its way into the inbox. ``claim_welcome``: the caller sends the
-    welcome itself right after commit, so its command is stored claimed."""
+    """One verified callback made ready for the inbox (``arrive``): its rows built and converted
+    for the driver in the request's own thread, before the write it waits for."""
 
-    envelope: Envelope
-    plaintext: str
-    claim_welcome: bool = False
+    dedupe_key: str
+    event_values: list[Any]  # EVENT fields, driver-ready
+    command: dict[str, Any] | None  # the welcome's outbox row, if the event calls for one
+    command_values: list[Any] | None  # its COMMAND fields, driver-ready; inbox_event_id unset
+
+
+# The columns ``accept`` writes, in the order the hot inserts bind them.
+_EVENT_FIELDS = (
+    "dedupe_key",
+    "msg_type",
+    "event",
+    "change_type",
+    "ordering_key",
+    "payload",
+    "created_time",
+    "status",
+    "attempts",
+    "received_at",
+    "next_attempt_at",
+)
+
+
+# The outbox columns a welcome command fills: the keys of ``outbox.command_row``.
+_COMMAND_FIELDS = tuple(outbox.command_row(OutboxKind.SEND_WELCOME_MSG, {}, ""))
+
+
+@dataclass(frozen=True)
+class _Shapes:
+    event: RowShape
+    command: RowShape
+    command_id_slot: int  # where inbox_event_id sits in a command's values
+
+
+_SHAPES: dict[tuple[str, str], _Shapes] = {}
+
+
+def _shapes(dialect: Any) -> _Shapes:
+    key = (dialect.name, dialect.driver)
+    shapes = _SHAPES.get(key)
+    if shapes is None:
+        command = RowShape(dialect, OutboxCommand, _COMMAND_FIELDS)
+        shapes = _Shapes(
+            RowShape(dialect, InboxEvent, _EVENT_FIELDS), command, command.fields.index("inbox_event_id")
+        )
+        shapes = _SHAPES.setdefault(key, shapes)
+    return shapes
+
+
+def arrive(engine: Engine, envelope: Envelope, plaintext: str, *, claim_welcome: bool = False) -> Arrival:
+    """The inbox row of a verified callback, and the welcome command its add event calls for.
+
+    ``claim_welcome``: the caller sends the welcome itself right after commit, so the command
+    is stored claimed.
+    """
+    now = utcnow()
+    shapes = _shapes(engine.dialect)
+    event = {
+        "dedupe_key": envelope.dedupe_key,
+        "msg_type": envelope.msg_type[:32],
+        "event": envelope.event[:64],
+        "change_type": envelope.change_type[:64],
+        "ordering_key": envelope.ordering_key[:80],
+        "payload": plaintext,
+        "created_time": envelope.create_time,
+        "status": InboxStatus.PENDING.value,
+        "attempts": 0,
+        "received_at": now,
+        "next_attempt_at": now,
+    }
+    claimed_for = WELCOME_LEASE if claim_welcome else None
+    command = welcome.command_for_event(engine, envelope, now=now, claimed_for=claimed_for)
+    return Arrival(
+        envelope.dedupe_key,
+        shapes.event.values(event),
+        command,
+        shapes.command.values(command) if command is not None else None,
+    )
 
 
 def accept(conn: HotConnection, arrivals: list[Arrival]) -> list[Accepted]:
-    """Store each event unless we hold it already, with its welcome command if it calls for one;
-    one result per arrival, in order.
+    """Store each event unless we hold it already, with its welcome command if it has one; one
+    result per arrival, in order.
 
     ``conn`` comes from ``db.run_hot_write``; the arrivals are the callbacks one group commit
     gathered. PostgreSQL: the events and their welcomes go in with one statement (a CTE of two
@@ -77,89 +153,67 @@ def accept(conn: HotConnection, arrivals: list[Arrival]) -> list[Accepted]:
     welcome; of two deliveries of one event in the same group the first is stored and the
     second is the duplicate.
     """
-    now = utcnow()
     first_of_key: dict[str, int] = {}
     for index, arrival in enumerate(arrivals):
-        first_of_key.setdefault(arrival.envelope.dedupe_key, index)
-    unique = sorted(first_of_key.values())  # later deliveries in the group are duplicates
-    events = [_event_row(arrivals[index], now) for index in unique]
-    commands = [_command_row(arrivals[index], conn, now) for index in unique]
-    if conn.engine.dialect.name == "postgresql":
-        inbox_ids, command_ids = _insert_pg(conn, events, commands)
-    else:
-        inbox_ids = insert_ignore_many(conn, InboxEvent, "dedupe_key", events)
-        welcomed = [
-            (position, command | {"inbox_event_id": inbox_id})
-            for position, (inbox_id, command) in enumerate(zip(inbox_ids, commands, strict=True))
-            if inbox_id is not None and command is not None
-        ]
-        command_ids = [None] * len(unique)
-        stored = insert_ignore_many(conn, OutboxCommand, "idempotency_key", [row for _, row in welcomed])
-        for (position, _), command_id in zip(welcomed, stored, strict=True):
-            command_ids[position] = command_id
+        first_of_key.setdefault(arrival.dedupe_key, index)
+    positions = sorted(first_of_key.values())  # later deliveries in the group are duplicates
+    unique = [arrivals[index] for index in positions]
+    shapes = _shapes(conn.engine.dialect)
+    insert = _insert_pg if conn.engine.dialect.name == "postgresql" else _insert_sqlite
+    inbox_ids, command_ids = insert(conn, shapes, unique)
     results = [Accepted(None, None)] * len(arrivals)
-    for position, index in enumerate(unique):
-        command_id, command = command_ids[position], commands[position]
+    for index, arrival, inbox_id, command_id in zip(positions, unique, inbox_ids, command_ids, strict=True):
+        command = arrival.command
         send = welcome.WelcomeSend.of(command_id, command) if command_id and command else None
-        results[index] = Accepted(inbox_ids[position], send)
+        results[index] = Accepted(inbox_id, send)
     return results
 
 
-def _event_row(arrival: Arrival, now: datetime) -> dict[str, Any]:
-    envelope = arrival.envelope
-    return {
-        "dedupe_key": envelope.dedupe_key,
-        "msg_type": envelope.msg_type[:32],
-        "event": envelope.event[:64],
-        "change_type": envelope.change_type[:64],
-        "ordering_key": envelope.ordering_key[:80],
-        "payload": arrival.plaintext,
-        "created_time": envelope.create_time,
-        "status": InboxStatus.PENDING.value,
-        "attempts": 0,
-        "received_at": now,
-        "next_attempt_at": now,
-    }
-
-
-def _command_row(arrival: Arrival, conn: HotConnection, now: datetime) -> dict[str, Any] | None:
-    claimed_for = WELCOME_LEASE if arrival.claim_welcome else None
-    return welcome.command_for_event(conn.engine, arrival.envelope, now=now, claimed_for=claimed_for)
+def _insert_sqlite(
+    conn: HotConnection, shapes: _Shapes, arrivals: list[Arrival]
+) -> tuple[list[int | None], list[int | None]]:
+    """The events with one statement, then the welcome commands of the new ones with another
+    (they need the events' ids); returns (inbox id or None, command id or None) per arrival."""
+    inbox_ids = insert_ignore_rows(conn, shapes.event, "dedupe_key", [a.event_values for a in arrivals])
+    welcomed: list[tuple[int, list[Any]]] = []
+    for position, (arrival, inbox_id) in enumerate(zip(arrivals, inbox_ids, strict=True)):
+        if inbox_id is not None and arrival.command_values is not None:
+            values = list(arrival.command_values)
+            values[shapes.command_id_slot] = inbox_id
+            welcomed.append((position, values))
+    command_ids: list[int | None] = [None] * len(arrivals)
+    stored = insert_ignore_rows(conn, shapes.command, "idempotency_key", [values for _, values in welcomed])
+    for (position, _), command_id in zip(welcomed, stored, strict=True):
+        command_ids[position] = command_id
+    return inbox_ids, command_ids
 
 
 def _insert_pg(
-    conn: HotConnection, events: list[dict[str, Any]], commands: list[dict[str, Any] | None]
+    conn: HotConnection, shapes: _Shapes, arrivals: list[Arrival]
 ) -> tuple[list[int | None], list[int | None]]:
     """The events, and the welcome commands of those that are new, in one statement; returns
-    (inbox id or None for a stored duplicate, command id or None) per event."""
-    welcomed = [(event, command) for event, command in zip(events, commands, strict=True) if command]
-    command_fields = tuple(welcomed[0][1]) if welcomed else ()
-    statement, event_names, command_names = _insert_pg_statement(
-        tuple(events[0]), command_fields, len(events), len(welcomed)
-    )
-    values: dict[str, Any] = {}
-    for names, event in zip(event_names, events, strict=True):
-        values.update(zip(names, event.values(), strict=True))
-    for names, (event, command) in zip(command_names, welcomed, strict=True):
-        stored_values = (value for name, value in command.items() if name != "inbox_event_id")
-        values.update(zip(names, (event["dedupe_key"], *stored_values), strict=True))
-    stored: dict[tuple[bool, str], int] = {
-        (is_command, key): row_id for is_command, row_id, key in conn.all(statement, values)
-    }
-    inbox_ids = [stored.get((False, event["dedupe_key"])) for event in events]
+    (inbox id or None for a stored duplicate, command id or None) per arrival."""
+    welcomed = [arrival for arrival in arrivals if arrival.command_values is not None]
+    sql = _insert_pg_sql(shapes, len(arrivals), len(welcomed))
+    slot = shapes.command_id_slot
+    params = list(chain.from_iterable(arrival.event_values for arrival in arrivals))
+    for arrival in welcomed:
+        values = arrival.command_values or []
+        params += [arrival.dedupe_key, *values[:slot], *values[slot + 1 :]]
+    stored = {(is_command, key): row_id for is_command, row_id, key in conn.returning(sql, params)}
+    inbox_ids = [stored.get((False, arrival.dedupe_key)) for arrival in arrivals]
     command_ids = [
-        stored.get((True, command["idempotency_key"])) if command else None for command in commands
+        stored.get((True, arrival.command["idempotency_key"])) if arrival.command else None
+        for arrival in arrivals
     ]
     return inbox_ids, command_ids
 
 
 @cache
-def _insert_pg_statement(
-    event_fields: tuple[str, ...], command_fields: tuple[str, ...], events: int, commands: int
-) -> tuple[Any, list[tuple[str, ...]], list[tuple[str, ...]]]:
+def _insert_pg_sql(shapes: _Shapes, events: int, commands: int) -> str:
     """The statement ``_insert_pg`` runs for ``events`` events of which ``commands`` carry a
-    welcome, with its bind names row by row (events, then commands: the event's dedupe key
-    first). Built once per shape.
+    welcome; it binds the events' values, then per welcome its event's dedupe key and its
+    values without inbox_event_id. Built once per shape.
 
     WITH event AS (INSERT … VALUES (…), (…) ON CONFLICT DO NOTHING RETURNING id, dedupe_key),
     command AS (INSERT … SELECT the welcome values joined to *new* events on the dedupe key …
@@ -168,7 +222,12 @@ def _insert_pg_statement(
     its column's type: in a UNION a parameter's type is not inferred from the target column.
     """
     event_table, command_table = TABLE, cast(Table, OutboxCommand.__table__)
-    event_names = [tuple(f"{name}_{i}" for name in event_fields) for i in range(events)]
+    event_fields = shapes.event.fields
+    stored_fields = [name for name in shapes.command.fields if name != "inbox_event_id"]
+    event_names = [[f"{name}_{i}" for name in event_fields] for i in range(events)]
+    command_names = [
+        [f"for_{i}", *(f"command_{name}_{i}" for name in stored_fields)] for i in range(commands)
+    ]
     event = (
         dialect_insert("postgresql", InboxEvent)
         .values(
@@ -184,42 +243,40 @@ def _insert_pg_statement(
         .returning(event_table.c.id, event_table.c.dedupe_key)
         .cte("event")
     )
-    new_events = select(
+    statement: Any = select(
         literal_column("false").label("is_command"), event.c.id, event.c.dedupe_key.label("key")
     )
-    stored_fields = [name for name in command_fields if name != "inbox_event_id"]
-    command_names = [
-        (f"for_{i}", *(f"command_{name}_{i}" for name in stored_fields)) for i in range(commands)
-    ]
-    if not commands:
-        return new_events, event_names, command_names
-    wanted_rows = [
-        select(
-            sql_cast(bindparam(names[0], type_=String()), String()).label("dedupe_key"),
-            *(
-                sql_cast(
-                    bindparam(bound, type_=command_table.c[name].type), command_table.c[name].type
-                ).label(name)
-                for name, bound in zip(stored_fields, names[1:], strict=True)
-            ),
+    if commands:
+        wanted_rows = [
+            select(
+                sql_cast(bindparam(names[0], type_=String()), String()).label("dedupe_key"),
+                *(
+                    sql_cast(
+                        bindparam(bound, type_=command_table.c[name].type), command_table.c[name].type
+                    ).label(name)
+                    for name, bound in zip(stored_fields, names[1:], strict=True)
+                ),
+            )
+            for names in command_names
+        ]
+        wanted = (union_all(*wanted_rows) if len(wanted_rows) > 1 else wanted_rows[0]).subquery("wanted")
+        command = (
+            dialect_insert("postgresql", OutboxCommand)
+            .from_select(
+                [*stored_fields, "inbox_event_id"],
+                select(*(wanted.c[name] for name in stored_fields), event.c.id).join_from(
+                    wanted, event, wanted.c.dedupe_key == event.c.dedupe_key
+                ),
+            )
+            .on_conflict_do_nothing(index_elements=["idempotency_key"])
+            .returning(command_table.c.id, command_table.c.idempotency_key)
+            .cte("command")
         )
-        for names in command_names
-    ]
-    wanted = (union_all(*wanted_rows) if len(wanted_rows) > 1 else wanted_rows[0]).subquery("wanted")
-    command = (
-        dialect_insert("postgresql", OutboxCommand)
-        .from_select(
-            [*stored_fields, "inbox_event_id"],
-            select(*(wanted.c[name] for name in stored_fields), event.c.id).join_from(
-                wanted, event, wanted.c.dedupe_key == event.c.dedupe_key
-            ),
+        statement = union_all(
+            statement, select(literal_column("true"), command.c.id, command.c.idempotency_key)
         )
-        .on_conflict_do_nothing(index_elements=["idempotency_key"])
-        .returning(command_table.c.id, command_table.c.idempotency_key)
-        .cte("command")
-    )
-    new_commands = select(literal_column("true"), command.c.id, command.c.idempotency_key)
-    return union_all(new_events, new_commands), event_names, command_names
+    expected = list(chain.from_iterable(event_names)) + list(chain.from_iterable(command_names))
+    return positional_sql(shapes.event.dialect, statement, expected)
 
 
 @dataclass(frozen=True)

@@ -83,9 +83,8 @@ def receive() -> Response:
     except CallbackRejected as exc:
         return _reject(exc)
 
-    accepted = run_hot_write(
-        rt.ctx.engine, inbox.accept, inbox.Arrival(envelope, plaintext, claim_welcome=rt.sends_welcomes)
-    )
+    arrival = inbox.arrive(rt.ctx.engine, envelope, plaintext, claim_welcome=rt.sends_welcomes)
+    accepted = run_hot_write(rt.ctx.engine, inbox.accept, arrival)
     if accepted.inbox_id is None:
         log.debug("duplicate delivery of %s/%s acknowledged", envelope.event, envelope.change_type)
     else:
