@@ -557,6 +557,8 @@ class _HotJob(Generic[I, T]):
         self.finished = False
         self.result: T | None = None
         self.error: BaseException | None = None
+        # Set when the job is finished, or when leadership is handed to it.
+        self.woken = threading.Event()
 
     def outcome(self) -> T:
         if self.error is not None:
@@ -570,31 +572,40 @@ class _GroupCommit:
     Without it every callback holds SQLite's writer lock through its own WAL sync, or makes its
     own PostgreSQL round trip and commit; with it one commit and one statement per table cover
     every callback that queued meanwhile. The first thread to find no commit under way leads:
-    it takes the queue, commits it, and wakes the others. It keeps no reference to its engine:
-    it is the value of a weak mapping keyed by that engine, which it would keep alive.
+    it takes the queue and commits it; then it wakes the jobs it committed, and hands the lead
+    to the first job that queued meanwhile — each waiting thread is woken exactly once. It
+    keeps no reference to its engine: it is the value of a weak mapping keyed by that engine,
+    which it would keep alive.
     """
 
     def __init__(self) -> None:
-        self._changed = threading.Condition()
+        self._lock = threading.Lock()
         self._queue: list[_HotJob[Any, Any]] = []
         self._leading = False
 
     def run(self, engine: Engine, write_many: WriteMany[I, T], item: I) -> T:
         job: _HotJob[I, T] = _HotJob(write_many, item)
-        with self._changed:
+        with self._lock:
             self._queue.append(job)
-            while not job.finished and self._leading:
-                self._changed.wait()
+            leads, self._leading = not self._leading, True
+        if not leads:
+            job.woken.wait()
             if job.finished:
                 return job.outcome()
-            self._leading = True
+        # Leading: this job heads the queue (a leader hands the lead to the head).
+        with self._lock:
             batch, self._queue = self._queue[:GROUP_LIMIT], self._queue[GROUP_LIMIT:]
         try:
             self._commit(engine, batch)
         finally:
-            with self._changed:
-                self._leading = False
-                self._changed.notify_all()
+            with self._lock:
+                successor = self._queue[0] if self._queue else None
+                if successor is None:
+                    self._leading = False
+            for finished in batch:
+                finished.woken.set()
+            if successor is not None:
+                successor.woken.set()
         return job.outcome()
 
     def _commit(self, engine: Engine, batch: list[_HotJob[Any, Any]]) -> None:
