@@ -312,3 +312,17 @@ def test_a_group_of_callbacks_is_stored_with_its_welcomes_once_each(engine):
         assert commands["welcome:code3"].status.value == "pending"  # left for the welcome lane
         assert commands["welcome:code3"].inbox_event_id == new3.inbox_id
         assert commands["welcome:code1"].payload == {"welcome_code": "code1", "text": {"content": "您好"}}
+
+
+def test_the_pool_hands_out_the_connection_used_last(engine):
+    """LIFO: a process's writes keep landing on one warm connection (PostgreSQL: the backend
+    whose prepared statements are hot), not on whichever idled longest."""
+    held = [engine.raw_connection() for _ in range(3)]
+    drivers = [pooled.driver_connection for pooled in held]
+    for pooled in held:
+        pooled.close()
+    again = engine.raw_connection()
+    try:
+        assert again.driver_connection is drivers[-1]
+    finally:
+        again.close()
