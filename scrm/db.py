@@ -200,20 +200,32 @@ class RowShape:
         self.model = model
         self.fields = tuple(column.name for column in table.columns if column.name in wanted)
         self._processors = [
-            (index, processor)
+            (index, processor, isinstance(table.c[name].type, UTCDateTime))
             for index, name in enumerate(self.fields)
             if (processor := table.c[name].type.dialect_impl(dialect).bind_processor(dialect)) is not None
         ]
 
-    def values(self, row: dict[str, Any]) -> list[Any]:
-        """``row``'s values in ``fields`` order, converted for the driver."""
+    def values(self, row: dict[str, Any], converted: dict[int, tuple[Any, Any]] | None = None) -> list[Any]:
+        """``row``'s values in ``fields`` order, converted for the driver.
+
+        ``converted``: a dict the caller shares between the rows of one write, so a timestamp
+        that stamps several columns (one ``now``) is converted once; keyed by the datetime
+        object's id, which the entry keeps alive.
+        """
         if missing := [name for name in self.fields if name not in row]:
             raise ValueError(
                 f"a {self.model.__tablename__} row needs {missing} (hot writes fill no defaults)"
             )
         out = [row[name] for name in self.fields]
-        for index, processor in self._processors:
-            out[index] = processor(out[index])
+        for index, processor, is_timestamp in self._processors:
+            value = out[index]
+            if is_timestamp and converted is not None and value is not None:
+                hit = converted.get(id(value))
+                if hit is None:
+                    hit = converted[id(value)] = (value, processor(value))
+                out[index] = hit[1]
+            else:
+                out[index] = processor(value)
         return out
 
 

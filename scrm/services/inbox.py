@@ -118,8 +118,9 @@ def arrive(engine: Engine, envelope: Envelope, plaintext: str, *, claim_welcome:
     """
     now = utcnow()
     shapes = _shapes(engine.dialect)
+    dedupe_key = envelope.dedupe_key
     event = {
-        "dedupe_key": envelope.dedupe_key,
+        "dedupe_key": dedupe_key,
         "msg_type": envelope.msg_type[:32],
         "event": envelope.event[:64],
         "change_type": envelope.change_type[:64],
@@ -133,11 +134,12 @@ def arrive(engine: Engine, envelope: Envelope, plaintext: str, *, claim_welcome:
     }
     claimed_for = WELCOME_LEASE if claim_welcome else None
     command = welcome.command_for_event(engine, envelope, now=now, claimed_for=claimed_for)
+    converted: dict[int, tuple[Any, Any]] = {}  # one ``now`` stamps four columns: convert it once
     return Arrival(
-        envelope.dedupe_key,
-        shapes.event.values(event),
+        dedupe_key,
+        shapes.event.values(event, converted),
         command,
-        shapes.command.values(command) if command is not None else None,
+        shapes.command.values(command, converted) if command is not None else None,
     )
 
 
