@@ -279,17 +279,25 @@ _POSITIONAL_DIALECTS: dict[type, Any] = {}
 
 
 def positional_sql(dialect: Any, statement: Any, expected: list[str]) -> str:
-    """``statement`` compiled with positional parameters (SQLite's ``?``, psycopg's ``%s``),
+    """``statement`` compiled with positional parameters (SQLite's ``?``, PostgreSQL's ``$n``),
     checked to bind exactly ``expected``, in that order — the order callers lay values out in."""
-    if not dialect.positional:
-        cls = type(dialect)
-        dialect = _POSITIONAL_DIALECTS.get(cls) or _POSITIONAL_DIALECTS.setdefault(
-            cls, cls(paramstyle="format")
-        )
-    compiled = statement.compile(dialect=dialect)
+    compiled = statement.compile(dialect=_positional(dialect))
     if list(compiled.positiontup or ()) != expected or compiled.escaped_bind_names:
         raise ValueError(f"statement binds {compiled.positiontup}, not the expected {expected}")
     return str(compiled.string)
+
+
+def _positional(dialect: Any) -> Any:
+    """The dialect compiling hot statements: SQLite's own (``?``); for psycopg one rendering
+    PostgreSQL's native ``$n``, which ``hot_write``'s raw cursor sends as written — psycopg's
+    usual cursor re-parses a statement's placeholders on every call once it has more than 50
+    parameters, as a group's multi-row insert does."""
+    if dialect.positional:
+        return dialect
+    cls = type(dialect)
+    return _POSITIONAL_DIALECTS.get(cls) or _POSITIONAL_DIALECTS.setdefault(
+        cls, cls(paramstyle="numeric_dollar")
+    )
 
 
 def insert_ignore(session: Session, model: Any, values: dict[str, Any], conflict: list[str]) -> Any:
@@ -474,6 +482,7 @@ def _hot_compiled(dialect: Any, statement: Any, names: tuple[str, ...]) -> tuple
 
 
 def _compile_hot(dialect: Any, statement: Any, names: tuple[str, ...]) -> tuple[str, Any]:
+    dialect = _positional(dialect)
     compiled = statement.compile(dialect=dialect, column_keys=list(names))
     # Nothing fills values behind the caller's back here: a column default SQLAlchemy would
     # have computed at execution must come with the values instead.
@@ -533,7 +542,8 @@ def hot_write(engine: Engine) -> Iterator[HotConnection]:
                 driver.autocommit = True
             else:
                 driver.execute("BEGIN IMMEDIATE")
-            cursor = driver.cursor()
+            # PostgreSQL: a raw cursor, which sends ``$n`` statements as written (``_positional``).
+            cursor = engine.dialect.loaded_dbapi.RawCursor(driver) if postgres else driver.cursor()
             yield HotConnection(engine, cursor)
             if not postgres:
                 driver.execute("COMMIT")
