@@ -540,13 +540,14 @@ def hot_write(engine: Engine) -> Iterator[HotConnection]:
         try:
             if postgres:
                 driver.autocommit = True
+                # A raw cursor, which sends ``$n`` statements as written (``_positional``).
+                cursor = engine.dialect.loaded_dbapi.RawCursor(driver)
             else:
-                driver.execute("BEGIN IMMEDIATE")
-            # PostgreSQL: a raw cursor, which sends ``$n`` statements as written (``_positional``).
-            cursor = engine.dialect.loaded_dbapi.RawCursor(driver) if postgres else driver.cursor()
+                cursor = driver.cursor()
+                cursor.execute("BEGIN IMMEDIATE")
             yield HotConnection(engine, cursor)
             if not postgres:
-                driver.execute("COMMIT")
+                cursor.execute("COMMIT")
         except BaseException as error:
             _abandon_hot_write(engine, pooled, driver, cursor, error, postgres)
             raise
@@ -587,8 +588,16 @@ class _HotJob(Generic[I, T]):
         self.finished = False
         self.result: T | None = None
         self.error: BaseException | None = None
-        # Set when the job is finished, or when leadership is handed to it.
-        self.woken = threading.Event()
+        # Released once: when the job is finished, or when the lead is handed to it. A bare
+        # lock, not an Event: one allocation and one futex wait per callback.
+        self._asleep = threading.Lock()
+        self._asleep.acquire()
+
+    def sleep(self) -> None:
+        self._asleep.acquire()
+
+    def wake(self) -> None:
+        self._asleep.release()
 
     def outcome(self) -> T:
         if self.error is not None:
@@ -619,7 +628,7 @@ class _GroupCommit:
             self._queue.append(job)
             leads, self._leading = not self._leading, True
         if not leads:
-            job.woken.wait()
+            job.sleep()
             if job.finished:
                 return job.outcome()
         # Leading: this job heads the queue (a leader hands the lead to the head).
@@ -633,9 +642,9 @@ class _GroupCommit:
                 if successor is None:
                     self._leading = False
             for finished in batch:
-                finished.woken.set()
+                finished.wake()
             if successor is not None:
-                successor.woken.set()
+                successor.wake()
         return job.outcome()
 
     def _commit(self, engine: Engine, batch: list[_HotJob[Any, Any]]) -> None:
