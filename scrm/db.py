@@ -216,6 +216,9 @@ class RowShape:
             raise ValueError(
                 f"a {self.model.__tablename__} row needs {missing} (hot writes fill no defaults)"
             )
+        if len(row) != len(self.fields):  # a value this shape would silently drop
+            extra = sorted(set(row) - set(self.fields))
+            raise ValueError(f"a {self.model.__tablename__} row has {extra}, which this shape does not write")
         out = [row[name] for name in self.fields]
         for index, processor, is_timestamp in self._processors:
             value = out[index]
@@ -246,11 +249,11 @@ def insert_ignore_rows(
     return [stored.pop(row[position], None) for row in rows]
 
 
-_INSERT_IGNORE_ROWS: dict[tuple[int, str, int], str] = {}
+_INSERT_IGNORE_ROWS: dict[tuple[str, str, tuple[str, ...], str, int], str] = {}
 
 
 def _insert_ignore_rows_sql(shape: RowShape, conflict: str, count: int) -> str:
-    key = (id(shape), conflict, count)
+    key = (shape.dialect.name, shape.model.__tablename__, shape.fields, conflict, count)
     sql = _INSERT_IGNORE_ROWS.get(key)
     if sql is None:
         table = shape.model.__table__

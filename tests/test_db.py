@@ -52,6 +52,24 @@ def test_a_connection_used_moments_ago_is_not_pinged(pg_engine, database_url, mo
         assert conn.first(text("SELECT 1"), {}) == (1,)
 
 
+def test_a_group_commit_on_a_dropped_connection_fails_and_the_next_one_reconnects(
+    pg_engine, database_url, monkeypatch
+):
+    """The group's leader writes on whatever the pool hands it: a connection the server dropped
+    fails that write (the callback answers 500 unacknowledged) and is thrown away."""
+
+    def select_one(conn, items):
+        return [conn.first(text("SELECT 1"), {}) for _ in items]
+
+    first = _backend_pid(pg_engine)
+    _kill(database_url, first)
+    monkeypatch.setattr(db, "IDLE_PING_S", 3600.0)
+    with pytest.raises(Exception):
+        db.run_hot_write(pg_engine, select_one, "a")
+    assert db.run_hot_write(pg_engine, select_one, "b") == (1,)
+    assert _backend_pid(pg_engine) != first
+
+
 def test_the_idle_check_leaves_no_transaction_open(pg_engine, monkeypatch):
     _backend_pid(pg_engine)
     monkeypatch.setattr(db, "IDLE_PING_S", 0.0)
@@ -241,6 +259,8 @@ def test_a_row_shape_names_what_a_row_lacks_or_a_table_does_not_have(engine):
     del values["received_at"]
     with pytest.raises(ValueError, match="received_at"):
         shape.values(values)
+    with pytest.raises(ValueError, match="lease_until.*does not write"):  # never dropped silently
+        shape.values(_inbox_values("k") | {"lease_until": None})
     with pytest.raises(ValueError, match="no columns.*colour"):
         db.RowShape(engine.dialect, InboxEvent, ["dedupe_key", "colour"])
 

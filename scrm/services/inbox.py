@@ -1,12 +1,14 @@
 """The inbox: every verified callback, stored before WeCom gets its 200.
 
-``accept`` inserts under the event's dedupe key (WeCom's retries of one event collapse to one row)
-and, for an add event carrying a WelcomeCode, queues the welcome message in the same write —
-the code lives 20 s (doc 92137), so it must not wait behind the handler. It runs for every
-callback while WeCom waits, so unlike other services it writes through ``db.hot_write``'s
-DBAPI-level connection (the edge still owns the commit) and uses as few statements as the
-database allows. Processing claims a row with a compare-and-set, and only when no earlier row
-about the same customer or group is still open: events of one customer apply in arrival order.
+``arrive`` builds a callback's row and, for an add event carrying a WelcomeCode, its welcome
+command — the code lives 20 s (doc 92137), so the welcome must not wait behind the handler —
+converted for the driver in the request's own thread. ``accept`` then stores a whole group of
+arrivals (``db.run_hot_write``'s group commit) under their dedupe keys (WeCom's retries of one
+event collapse to one row), events and welcomes in the same write. It runs for every callback
+while WeCom waits, so unlike other services it writes through the DBAPI-level connection and
+with one multi-row statement per table (one CTE on PostgreSQL). Processing claims a row with a
+compare-and-set, and only when no earlier row about the same customer or group is still open:
+events of one customer apply in arrival order.
 """
 
 from __future__ import annotations
