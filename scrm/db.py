@@ -444,12 +444,13 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 class HotConnection:
-    """One callback's write, run on the DBAPI cursor itself (see ``hot_write``).
+    """One group of callbacks' write, run on the DBAPI cursor itself (see ``hot_write``).
 
-    Statements are SQLAlchemy Core constructs, compiled once per dialect and set of value names;
-    each call then only converts the values with the columns' own bind processors and hands
-    them to the driver. That skips SQLAlchemy's per-execution work (cache key, execution
-    context, result wrapping), which cost more than the database on this path.
+    Statements are SQLAlchemy Core constructs compiled once to positional SQL
+    (``positional_sql``), and values arrive converted by the columns' own bind processors
+    (``RowShape``): each call only hands both to the driver. That skips SQLAlchemy's
+    per-execution work (cache key, execution context, result wrapping), which cost more than
+    the database on this path.
     """
 
     def __init__(self, engine: Engine, cursor: Any) -> None:
@@ -461,65 +462,6 @@ class HotConnection:
         every row it returned (a multi-row INSERT … RETURNING)."""
         self._cursor.execute(sql, params)
         return [tuple(row) for row in self._cursor.fetchall()]
-
-    def first(self, statement: Any, values: dict[str, Any]) -> tuple[Any, ...] | None:
-        """Run ``statement`` — one that returns rows: a SELECT, an INSERT … RETURNING — with
-        ``values`` and return its first row (None when it returned none)."""
-        sql, bind = _hot_compiled(self.engine.dialect, statement, tuple(values))
-        self._cursor.execute(sql, bind(values))
-        # Straight to fetchone: asking the cursor for its description first builds a column
-        # object per column on every call.
-        row = self._cursor.fetchone()
-        return None if row is None else tuple(row)
-
-
-_HOT_COMPILED: dict[tuple[str, Any, tuple[str, ...]], tuple[str, Any]] = {}
-
-
-def _hot_compiled(dialect: Any, statement: Any, names: tuple[str, ...]) -> tuple[str, Any]:
-    key = (dialect.name, statement, names)
-    hit = _HOT_COMPILED.get(key)
-    if hit is None:
-        hit = _HOT_COMPILED.setdefault(key, _compile_hot(dialect, statement, names))
-    return hit
-
-
-def _compile_hot(dialect: Any, statement: Any, names: tuple[str, ...]) -> tuple[str, Any]:
-    dialect = _positional(dialect)
-    compiled = statement.compile(dialect=dialect, column_keys=list(names))
-    # Nothing fills values behind the caller's back here: a column default SQLAlchemy would
-    # have computed at execution must come with the values instead.
-    missing = sorted(set(compiled.binds) - set(names))
-    if missing:
-        raise ValueError(f"hot_write statements take every value from the caller; missing {missing}")
-    if compiled.escaped_bind_names:
-        raise ValueError("hot_write statements need plain bind names")
-    processors = [
-        (name, processor)
-        for name, bind in compiled.binds.items()
-        if (processor := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None
-    ]
-    positions = compiled.positiontup
-    if positions is not None:  # SQLite: qmark, in the statement's order
-        at = {name: index for index, name in enumerate(positions)}
-        converted = [(at[name], processor) for name, processor in processors]
-
-        def bind_positions(values: dict[str, Any]) -> list[Any]:
-            out = [values[name] for name in positions]
-            for index, processor in converted:
-                out[index] = processor(out[index])
-            return out
-
-        return compiled.string, bind_positions
-    bound = tuple(compiled.binds)
-
-    def bind_names(values: dict[str, Any]) -> dict[str, Any]:
-        out = {name: values[name] for name in bound}
-        for name, processor in processors:
-            out[name] = processor(out[name])
-        return out
-
-    return compiled.string, bind_names
 
 
 @contextmanager

@@ -36,7 +36,7 @@ def test_an_idle_connection_the_server_dropped_is_replaced_unseen(pg_engine, dat
     _kill(database_url, first)
     monkeypatch.setattr(db, "IDLE_PING_S", 0.0)  # the pooled connection now counts as idle
     with hot_write(pg_engine) as conn:  # the check replaces it before the caller sees it
-        assert conn.first(text("SELECT 1"), {}) == (1,)
+        assert conn.returning("SELECT 1", []) == [(1,)]
     assert _backend_pid(pg_engine) != first
 
 
@@ -47,9 +47,9 @@ def test_a_connection_used_moments_ago_is_not_pinged(pg_engine, database_url, mo
     # Not checked, so the dead connection surfaces as an error — which the callback answers
     # with a 500 before acknowledging anything; SQLAlchemy then replaces the pool's connections.
     with pytest.raises(Exception), hot_write(pg_engine) as conn:
-        conn.first(text("SELECT 1"), {})
+        conn.returning("SELECT 1", [])
     with hot_write(pg_engine) as conn:
-        assert conn.first(text("SELECT 1"), {}) == (1,)
+        assert conn.returning("SELECT 1", []) == [(1,)]
 
 
 def test_a_group_commit_on_a_dropped_connection_fails_and_the_next_one_reconnects(
@@ -59,14 +59,14 @@ def test_a_group_commit_on_a_dropped_connection_fails_and_the_next_one_reconnect
     fails that write (the callback answers 500 unacknowledged) and is thrown away."""
 
     def select_one(conn, items):
-        return [conn.first(text("SELECT 1"), {}) for _ in items]
+        return [conn.returning("SELECT 1", []) for _ in items]
 
     first = _backend_pid(pg_engine)
     _kill(database_url, first)
     monkeypatch.setattr(db, "IDLE_PING_S", 3600.0)
     with pytest.raises(Exception):
         db.run_hot_write(pg_engine, select_one, "a")
-    assert db.run_hot_write(pg_engine, select_one, "b") == (1,)
+    assert db.run_hot_write(pg_engine, select_one, "b") == [(1,)]
     assert _backend_pid(pg_engine) != first
 
 
@@ -75,7 +75,7 @@ def test_the_idle_check_leaves_no_transaction_open(pg_engine, monkeypatch):
     monkeypatch.setattr(db, "IDLE_PING_S", 0.0)
     # hot_write switches the connection to autocommit, which psycopg refuses inside a transaction.
     with hot_write(pg_engine) as conn:
-        assert conn.first(text("SELECT 1"), {}) == (1,)
+        assert conn.returning("SELECT 1", []) == [(1,)]
 
 
 @pytest.fixture
@@ -114,16 +114,16 @@ def test_hot_writes_read_back_through_the_orm_like_any_other_row(engine):
     from scrm.services import outbox
 
     values = _inbox_values("k1")
-    statement = db.insert_ignore_statement(engine.dialect.name, InboxEvent, ["dedupe_key"])
+    events = db.RowShape(engine.dialect, InboxEvent, values)
     with hot_write(engine) as conn:
-        (inbox_id,) = conn.first(statement, values) or (None,)
-        command = outbox.command_row(OutboxKind.SEND_WELCOME_MSG, {"text": {"content": "您好"}}, "welcome:c1")
-        conn.first(
-            db.insert_ignore_statement(engine.dialect.name, OutboxCommand, ["idempotency_key"]),
-            command | {"inbox_event_id": inbox_id},
+        (inbox_id,) = db.insert_ignore_rows(conn, events, "dedupe_key", [events.values(values)])
+        command = outbox.command_row(
+            OutboxKind.SEND_WELCOME_MSG, {"text": {"content": "您好"}}, "welcome:c1", inbox_event_id=inbox_id
         )
+        commands = db.RowShape(engine.dialect, OutboxCommand, command)
+        db.insert_ignore_rows(conn, commands, "idempotency_key", [commands.values(command)])
     with hot_write(engine) as conn:  # the same event again: the conflict returns no row
-        assert conn.first(statement, values) is None
+        assert db.insert_ignore_rows(conn, events, "dedupe_key", [events.values(values)]) == [None]
     with Session(engine) as session:
         row = session.get(InboxEvent, inbox_id)
         assert row is not None and row.status is InboxStatus.PENDING
@@ -137,12 +137,16 @@ def test_a_hot_write_that_fails_leaves_nothing_behind(engine):
 
     from scrm.models import InboxEvent
 
-    statement = db.insert_ignore_statement(engine.dialect.name, InboxEvent, ["dedupe_key"])
+    events = db.RowShape(engine.dialect, InboxEvent, _inbox_values("shape"))
+
+    def insert(conn, key: str) -> None:
+        db.insert_ignore_rows(conn, events, "dedupe_key", [events.values(_inbox_values(key))])
+
     with pytest.raises(RuntimeError), hot_write(engine) as conn:
-        conn.first(statement, _inbox_values("k2"))
+        insert(conn, "k2")
         raise RuntimeError("the write after it failed")
     with hot_write(engine) as conn:
-        conn.first(statement, _inbox_values("k3"))
+        insert(conn, "k3")
     with engine.connect() as reader:
         keys = reader.execute(select(InboxEvent.dedupe_key)).scalars().all()
         total = reader.execute(select(func.count()).select_from(InboxEvent)).scalar_one()
@@ -150,16 +154,6 @@ def test_a_hot_write_that_fails_leaves_nothing_behind(engine):
     # writes them in one statement, as inbox.accept does.
     expected = ["k2", "k3"] if engine.dialect.name == "postgresql" else ["k3"]
     assert sorted(keys) == expected and total == len(expected)
-
-
-def test_a_hot_write_without_a_value_the_orm_would_default_is_refused(engine):
-    from scrm.models import InboxEvent
-
-    values = _inbox_values("k4")
-    del values["received_at"]
-    statement = db.insert_ignore_statement(engine.dialect.name, InboxEvent, ["dedupe_key"])
-    with pytest.raises(ValueError, match="received_at"), hot_write(engine) as conn:
-        conn.first(statement, values)
 
 
 def test_sqlite_commits_are_synced_before_the_ack(engine):
