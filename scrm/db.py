@@ -256,26 +256,32 @@ def _insert_ignore_rows_sql(shape: RowShape, conflict: str, count: int) -> str:
     key = (shape.dialect.name, shape.model.__tablename__, shape.fields, conflict, count)
     sql = _INSERT_IGNORE_ROWS.get(key)
     if sql is None:
-        table = shape.model.__table__
-        names = [[f"{name}_{i}" for name in shape.fields] for i in range(count)]
-        statement = (
-            dialect_insert(shape.dialect.name, shape.model)
-            .values(
-                [
-                    {
-                        name: bindparam(bound, type_=table.c[name].type)
-                        for name, bound in zip(shape.fields, row, strict=True)
-                    }
-                    for row in names
-                ]
-            )
-            .on_conflict_do_nothing(index_elements=[conflict])
-            .returning(table.c.id, table.c[conflict])
-        )
-        sql = _INSERT_IGNORE_ROWS.setdefault(
-            key, positional_sql(shape.dialect, statement, list(chain.from_iterable(names)))
-        )
+        statement, names = insert_ignore_rows_statement(shape, conflict, count)
+        sql = _INSERT_IGNORE_ROWS.setdefault(key, positional_sql(shape.dialect, statement, names))
     return sql
+
+
+def insert_ignore_rows_statement(shape: RowShape, conflict: str, count: int) -> tuple[Any, list[str]]:
+    """INSERT … VALUES (…) × ``count`` ON CONFLICT (conflict) DO NOTHING RETURNING id, conflict,
+    and its bind names, row by row (``field_i``) — to compile with ``positional_sql``, or to
+    use inside a larger statement."""
+    table = shape.model.__table__
+    names = [[f"{name}_{i}" for name in shape.fields] for i in range(count)]
+    statement = (
+        dialect_insert(shape.dialect.name, shape.model)
+        .values(
+            [
+                {
+                    name: bindparam(bound, type_=table.c[name].type)
+                    for name, bound in zip(shape.fields, row, strict=True)
+                }
+                for row in names
+            ]
+        )
+        .on_conflict_do_nothing(index_elements=[conflict])
+        .returning(table.c.id, table.c[conflict])
+    )
+    return statement, list(chain.from_iterable(names))
 
 
 _POSITIONAL_DIALECTS: dict[type, Any] = {}

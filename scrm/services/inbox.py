@@ -36,7 +36,14 @@ from sqlalchemy import (
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.orm import Session
 
-from scrm.db import HotConnection, RowShape, dialect_insert, insert_ignore_rows, positional_sql
+from scrm.db import (
+    HotConnection,
+    RowShape,
+    dialect_insert,
+    insert_ignore_rows,
+    insert_ignore_rows_statement,
+    positional_sql,
+)
 from scrm.errors import NotFound
 from scrm.models import InboxEvent, InboxStatus, OutboxCommand, OutboxKind
 from scrm.services import outbox, welcome
@@ -225,28 +232,13 @@ def _insert_pg_sql(shapes: _Shapes, events: int, commands: int) -> str:
     only with its event, never for a retry of an event we hold. Every welcome value is cast to
     its column's type: in a UNION a parameter's type is not inferred from the target column.
     """
-    event_table, command_table = TABLE, cast(Table, OutboxCommand.__table__)
-    event_fields = shapes.event.fields
+    command_table = cast(Table, OutboxCommand.__table__)
     stored_fields = [name for name in shapes.command.fields if name != "inbox_event_id"]
-    event_names = [[f"{name}_{i}" for name in event_fields] for i in range(events)]
     command_names = [
         [f"for_{i}", *(f"command_{name}_{i}" for name in stored_fields)] for i in range(commands)
     ]
-    event = (
-        dialect_insert("postgresql", InboxEvent)
-        .values(
-            [
-                {
-                    name: bindparam(bound, type_=event_table.c[name].type)
-                    for name, bound in zip(event_fields, names, strict=True)
-                }
-                for names in event_names
-            ]
-        )
-        .on_conflict_do_nothing(index_elements=["dedupe_key"])
-        .returning(event_table.c.id, event_table.c.dedupe_key)
-        .cte("event")
-    )
+    new_events, event_names = insert_ignore_rows_statement(shapes.event, "dedupe_key", events)
+    event = new_events.cte("event")
     statement: Any = select(
         literal_column("false").label("is_command"), event.c.id, event.c.dedupe_key.label("key")
     )
@@ -279,7 +271,7 @@ def _insert_pg_sql(shapes: _Shapes, events: int, commands: int) -> str:
         statement = union_all(
             statement, select(literal_column("true"), command.c.id, command.c.idempotency_key)
         )
-    expected = list(chain.from_iterable(event_names)) + list(chain.from_iterable(command_names))
+    expected = event_names + list(chain.from_iterable(command_names))
     return positional_sql(shapes.event.dialect, statement, expected)
 
 
