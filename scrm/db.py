@@ -168,10 +168,11 @@ _INSERT_IGNORE: dict[tuple[str, str, tuple[str, ...]], Any] = {}
 
 
 def insert_ignore_statement(dialect_name: str, model: Any, conflict: list[str]) -> Any:
-    """INSERT … ON CONFLICT (conflict) DO NOTHING RETURNING id, built once per table.
+    """INSERT … ON CONFLICT (conflict) DO NOTHING RETURNING id, built once per table, for
+    ``insert_ignore``'s units of work (the callback's own write uses ``insert_ignore_rows``).
 
     The values travel as parameters: building the statement with ``.values(**values)`` on every
-    callback cost more than the database round-trip.
+    call cost more than the database round-trip.
     """
     key = (dialect_name, model.__tablename__, tuple(conflict))
     stmt = _INSERT_IGNORE.get(key)

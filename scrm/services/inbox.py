@@ -77,7 +77,8 @@ class Arrival:
     command_values: list[Any] | None  # its COMMAND fields, driver-ready; inbox_event_id unset
 
 
-# The columns ``accept`` writes, in the order the hot inserts bind them.
+# The inbox columns ``arrive`` fills. RowShape.values refuses a row with a key more or less,
+# so this list and ``arrive``'s row cannot drift apart unnoticed.
 _EVENT_FIELDS = (
     "dedupe_key",
     "msg_type",
