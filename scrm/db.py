@@ -5,13 +5,15 @@ constraint names come from a naming convention so Alembic revisions are stable. 
 configured for how scrm writes: on SQLite, one writer at a time across processes (``WriterLock``,
 with background writers stepping aside while others queue); on PostgreSQL, pooled connections
 checked only after sitting idle. ``transaction`` is the edge's unit of work; ``hot_write`` is the
-callback's leaner one.
+callback's leaner one, with ``run_hot_write``'s group commit on top and, on SQLite, a connection
+of its own whose WAL it syncs and checkpoints outside the writer lock (``_SqliteHotWriter``).
 """
 
 from __future__ import annotations
 
 import enum
 import fcntl
+import logging
 import os
 import struct
 import threading
@@ -30,6 +32,8 @@ from sqlalchemy.types import TypeDecorator
 
 from scrm.timeutil import ensure_utc
 
+log = logging.getLogger(__name__)
+
 WRITE_OPTION = "scrm_write_transaction"
 STEP_ASIDE_WINDOW_S = 1.0
 STEP_ASIDE_MAX_S = 0.05
@@ -37,10 +41,14 @@ STEP_ASIDE_MAX_S = 0.05
 IDLE_PING_S = 5.0
 _WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, WriterLock] = weakref.WeakKeyDictionary()
 _GROUP_COMMITS: weakref.WeakKeyDictionary[Engine, _GroupCommit] = weakref.WeakKeyDictionary()
+_HOT_WRITERS: weakref.WeakKeyDictionary[Engine, _SqliteHotWriter] = weakref.WeakKeyDictionary()
 T = TypeVar("T")
 I = TypeVar("I")  # noqa: E741 — an item one callback writes
 # A leader writes at most this many callbacks at once (SQLite allows 32,766 values a statement).
 GROUP_LIMIT = 64
+# A process's callback writes checkpoint SQLite's WAL after this many commits (_SqliteHotWriter):
+# some 20 WAL pages a commit, so about SQLite's own 1,000-page default between checkpoints.
+CHECKPOINT_EVERY_COMMITS = 32
 
 
 class WriterLock:
@@ -365,7 +373,8 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
             # synchronous=FULL syncs the WAL at every commit: a callback acknowledged to WeCom
             # must survive a power cut too, as it does on PostgreSQL. WAL's usual NORMAL would
             # acknowledge faster but can lose the last commits before a checkpoint, and WeCom
-            # never sends an acknowledged event again.
+            # never sends an acknowledged event again. (The callback's own connection commits
+            # with NORMAL and syncs the WAL itself, outside the writer lock: _SqliteHotWriter.)
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=FULL")
@@ -475,38 +484,182 @@ class HotConnection:
 def hot_write(engine: Engine) -> Iterator[HotConnection]:
     """The callback's own write, the one path run for every WeCom event.
 
-    PostgreSQL: the connection autocommits — each statement is its own transaction, so a caller
-    that needs two rows written together writes them in one statement (``inbox.accept`` uses a
-    CTE): one round-trip instead of BEGIN, INSERTs and COMMIT. SQLite: one ``BEGIN IMMEDIATE``
-    transaction under the writer lock, committed on exit, rolled back on an exception.
-
-    A connection the server dropped is thrown away with the pool's idle connections (they
-    likely died with it); the callback answers 500 before acknowledging anything and WeCom
-    delivers it again.
+    PostgreSQL: a pooled connection that autocommits — each statement is its own transaction,
+    so a caller that needs two rows written together writes them in one statement
+    (``inbox.accept`` uses a CTE): one round-trip instead of BEGIN, INSERTs and COMMIT. A
+    connection the server dropped is thrown away with the pool's idle connections (they likely
+    died with it); the callback answers 500 before acknowledging anything and WeCom delivers it
+    again. SQLite: one ``BEGIN IMMEDIATE`` transaction under the writer lock on the process's
+    own hot connection, committed on exit and synced before the caller goes on
+    (``_SqliteHotWriter``), rolled back on an exception.
     """
-    postgres = engine.dialect.name == "postgresql"
-    with nullcontext() if postgres else (_writer_lock(engine) or nullcontext()):
-        pooled = engine.raw_connection()
-        driver: Any = pooled.driver_connection
-        cursor = None
-        try:
-            if postgres:
-                driver.autocommit = True
-                # A raw cursor, which sends ``$n`` statements as written (``_positional``).
-                cursor = engine.dialect.loaded_dbapi.RawCursor(driver)
-            else:
-                cursor = driver.cursor()
+    if engine.dialect.name != "postgresql":
+        with _sqlite_hot_writer(engine).write(engine) as conn:
+            yield conn
+        return
+    pooled = engine.raw_connection()
+    driver: Any = pooled.driver_connection
+    cursor = None
+    try:
+        driver.autocommit = True
+        # A raw cursor, which sends ``$n`` statements as written (``_positional``).
+        cursor = engine.dialect.loaded_dbapi.RawCursor(driver)
+        yield HotConnection(engine, cursor)
+    except BaseException as error:
+        dbapi_error = engine.dialect.loaded_dbapi.Error
+        if isinstance(error, dbapi_error) and engine.dialect.is_disconnect(error, driver, cursor):
+            pooled.invalidate(error)
+            engine.pool.dispose()
+        raise
+    finally:
+        if pooled.is_valid:
+            _restore_transactions(pooled, driver)
+        pooled.close()
+
+
+class WalSyncFailed(RuntimeError):
+    """fdatasync of SQLite's WAL failed: what was committed may not be on disk. Nothing of the
+    group is acknowledged, and this process acknowledges nothing more until restarted."""
+
+
+class _SqliteHotWriter:
+    """The callback's SQLite write, per engine and process: a connection of its own, a WAL
+    synced outside the writer lock, and checkpoints run outside it too.
+
+    With ``synchronous=FULL`` every commit syncs the WAL while it holds the writer lock, so
+    the other web worker's callbacks wait out each fsync; and SQLite's automatic checkpoint
+    (a copy of every changed page and two more syncs) ran inside whichever callback's commit
+    crossed 1,000 pages, under the lock as well. Here the hot connection commits with
+    ``synchronous=NORMAL`` — the WAL is written, not synced — and ``write`` calls fdatasync on
+    the WAL file after letting go of the lock and before returning, so before any callback of
+    the group is acknowledged: the guarantee FULL gives an acknowledged callback, at the same
+    point, while the next group already holds the lock. Every commit is synced, even one that
+    stored nothing (a retry we hold): the sync also covers the earlier commit it duplicated,
+    which may still be in flight to the disk. Other connections can read the rows before
+    they are synced; whatever acts on them outside (a handler, a welcome send) commits first
+    with FULL, which syncs the whole WAL, ours included.
+
+    Every ``CHECKPOINT_EVERY_COMMITS`` commits a leader checkpoints after its group is
+    answered: a passive checkpoint outside the lock does the copying and syncing, then a
+    second one under the lock catches up the few frames written meanwhile, so the checkpoint
+    completes and the next writer starts the WAL over — a WAL that only grew would make every
+    sync write the file's new size too. The hot connection checkpoints never by itself
+    (``wal_autocheckpoint=0``); every other connection keeps FULL and SQLite's defaults.
+    """
+
+    def __init__(self, database: str) -> None:
+        self._database = database
+        self._pid = 0
+        self._driver: Any = None
+        self._wal: int | None = None
+        self._checkpointer: Any = None
+        self._checkpointing = threading.Lock()
+        self._commits = 0
+        self._failed: WalSyncFailed | None = None
+
+    def _connection(self, engine: Engine) -> Any:
+        if self._pid != os.getpid():  # a forked process opens its own (SQLite forbids sharing)
+            self._pid, self._driver, self._wal, self._checkpointer = os.getpid(), None, None, None
+        if self._driver is None:
+            driver = _own_connection(engine)
+            driver.execute("PRAGMA synchronous=NORMAL")  # synced by ``write``, after the lock
+            driver.execute("PRAGMA wal_autocheckpoint=0")  # checkpointed by ``checkpoint``
+            self._driver = driver
+        return self._driver
+
+    @contextmanager
+    def write(self, engine: Engine) -> Iterator[HotConnection]:
+        if self._failed is not None:
+            raise self._failed
+        with _writer_lock(engine) or nullcontext():
+            driver = self._connection(engine)
+            cursor = driver.cursor()
+            try:
                 cursor.execute("BEGIN IMMEDIATE")
-            yield HotConnection(engine, cursor)
-            if not postgres:
+                yield HotConnection(engine, cursor)
                 cursor.execute("COMMIT")
-        except BaseException as error:
-            _abandon_hot_write(engine, pooled, driver, cursor, error, postgres)
-            raise
+            except BaseException as error:
+                self._abandon(driver, error)
+                raise
+            self._commits += 1
+        self._sync_wal()
+
+    def _abandon(self, driver: Any, error: BaseException) -> None:
+        try:
+            if driver.in_transaction:
+                driver.execute("ROLLBACK")
+        except Exception as rollback_error:  # a connection that cannot roll back is not reused
+            log.warning("dropping the hot SQLite connection: %s (after %s)", rollback_error, error)
+            self._driver, self._wal = None, None
+            driver.close()
+
+    def _sync_wal(self) -> None:
+        try:
+            if self._wal is None:
+                # The WAL exists once a transaction ran; it is never removed while a
+                # connection (ours) is open, so this descriptor stays the file we commit to.
+                self._wal = os.open(f"{self._database}-wal", os.O_RDONLY | os.O_CLOEXEC)
+            os.fdatasync(self._wal)
+        except OSError as error:
+            # The kernel may have dropped the pages it failed to write: a later sync could
+            # succeed without them. Like PostgreSQL, stop vouching for anything until a restart.
+            self._failed = WalSyncFailed(
+                f"syncing {self._database}-wal failed ({error}); check the disk and restart scrm"
+            )
+            log.critical("%s", self._failed)
+            raise self._failed from error
+
+    def checkpoint_due(self) -> bool:
+        return self._commits >= CHECKPOINT_EVERY_COMMITS
+
+    def checkpoint(self, engine: Engine) -> None:
+        """Copy the WAL back into the database (see the class docstring); one thread of a
+        process at a time, the others skip it."""
+        if not self._checkpointing.acquire(blocking=False):
+            return
+        try:
+            self._commits = 0
+            if self._checkpointer is None or self._pid != os.getpid():
+                self._checkpointer = _own_connection(engine)  # FULL: checkpoints sync as they should
+            self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            with _writer_lock(engine) or nullcontext():
+                self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except Exception as error:  # tried again after the next commits; nothing is lost
+            log.warning("WAL checkpoint failed: %s", error)
         finally:
-            if postgres and pooled.is_valid:
-                _restore_transactions(pooled, driver)
-            pooled.close()
+            self._checkpointing.release()
+
+    def close(self) -> None:
+        for driver in (self._driver, self._checkpointer):
+            if driver is not None and self._pid == os.getpid():
+                driver.close()
+        if self._wal is not None and self._pid == os.getpid():
+            os.close(self._wal)
+        self._driver, self._checkpointer, self._wal = None, None, None
+
+
+def _own_connection(engine: Engine) -> Any:
+    """A DBAPI connection set up by the engine's connect hooks (WAL, FULL, busy timeout, foreign
+    keys) but no longer the pool's: its settings may differ from what pooled ones promise."""
+    pooled = engine.raw_connection()
+    driver = pooled.driver_connection
+    pooled.detach()
+    return driver
+
+
+def _sqlite_hot_writer(engine: Engine) -> _SqliteHotWriter:
+    writer = _HOT_WRITERS.get(engine)
+    if writer is None:
+        database = engine.url.database
+        if not database or database == ":memory:":
+            raise ValueError("callbacks need a SQLite database file (its WAL is synced before each ack)")
+        writer = _HOT_WRITERS.setdefault(engine, _SqliteHotWriter(database))
+
+        @event.listens_for(engine, "engine_disposed")
+        def _close(_engine: Engine) -> None:
+            writer.close()
+
+    return writer
 
 
 WriteMany = Callable[[HotConnection, list[I]], list[T]]
@@ -597,6 +750,10 @@ class _GroupCommit:
                 finished.wake()
             if successor is not None:
                 successor.wake()
+        # After the group is answered and the lead handed on: only this callback's answer waits.
+        writer = _HOT_WRITERS.get(engine)
+        if writer is not None and writer.checkpoint_due():
+            writer.checkpoint(engine)
         return job.outcome()
 
     def _commit(self, engine: Engine, batch: list[_HotJob[Any, Any]]) -> None:
@@ -606,6 +763,9 @@ class _GroupCommit:
                     results = write_many(conn, [job.item for job in jobs])
                     for job, result in zip(jobs, results, strict=True):
                         job.result = result
+        except WalSyncFailed as error:  # committed, but not durable: answer none of it
+            for job in batch:
+                job.error, job.result = error, None
         except Exception as error:
             if len(batch) == 1:
                 batch[0].error, batch[0].result = error, None
@@ -646,18 +806,6 @@ def _restore_transactions(pooled: Any, driver: Any) -> None:
         driver.autocommit = False
     except Exception as error:  # a connection in a state we cannot vouch for is not reused
         pooled.invalidate(error)
-
-
-def _abandon_hot_write(
-    engine: Engine, pooled: Any, driver: Any, cursor: Any, error: BaseException, postgres: bool
-) -> None:
-    dbapi_error = engine.dialect.loaded_dbapi.Error
-    if isinstance(error, dbapi_error) and engine.dialect.is_disconnect(error, driver, cursor):
-        pooled.invalidate(error)
-        engine.pool.dispose()
-        return
-    if not postgres and driver.in_transaction:
-        driver.execute("ROLLBACK")
 
 
 @contextmanager

@@ -156,14 +156,124 @@ def test_a_hot_write_that_fails_leaves_nothing_behind(engine):
     assert sorted(keys) == expected and total == len(expected)
 
 
-def test_sqlite_commits_are_synced_before_the_ack(engine):
-    """WAL with synchronous=FULL: an acknowledged callback survives a power cut, not only a
-    process crash (NORMAL, WAL's usual pairing, may lose the last commits)."""
+def test_sqlite_commits_are_synced_before_the_ack(engine, monkeypatch):
+    """An acknowledged callback survives a power cut, not only a process crash. Units of work
+    commit with WAL and synchronous=FULL; the callback's own connection commits with NORMAL
+    under the writer lock and ``hot_write`` syncs the WAL file itself, after letting go of the
+    lock (the other worker's callbacks go ahead meanwhile) and before its caller goes on."""
+    import fcntl
+    import os
+
+    from sqlalchemy import func, select
+
+    from scrm.models import InboxEvent
+
     if engine.dialect.name != "sqlite":
         pytest.skip("PostgreSQL commits durably with its default synchronous_commit")
     with engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar_one() == 2  # FULL
+
+    wal = f"{engine.url.database}-wal"
+    seen: list[dict] = []
+    real_fdatasync = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        with engine.connect() as reader:  # committed already …
+            stored = reader.execute(select(func.count()).select_from(InboxEvent)).scalar_one()
+        lock = os.open(f"{engine.url.database}.writelock", os.O_RDWR)
+        try:  # … and the writer lock is free for another process
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            lock_free = True
+        except BlockingIOError:
+            lock_free = False
+        finally:
+            os.close(lock)
+        seen.append({"wal": os.fstat(fd).st_ino == os.stat(wal).st_ino, "stored": stored, "free": lock_free})
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(db.os, "fdatasync", fdatasync)
+    shape = db.RowShape(engine.dialect, InboxEvent, _inbox_values("shape"))
+    with hot_write(engine) as conn:
+        hot = conn._cursor.connection
+        db.insert_ignore_rows(conn, shape, "dedupe_key", [shape.values(_inbox_values("k1"))])
+        assert seen == []
+    assert seen == [{"wal": True, "stored": 1, "free": True}]  # synced before hot_write returned
+    assert hot.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL: the sync is ours
+    assert hot.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)  # checkpoints: ours too
+    with hot_write(engine) as conn:  # a retry that stores nothing is synced all the same
+        db.insert_ignore_rows(conn, shape, "dedupe_key", [shape.values(_inbox_values("k1"))])
+    assert len(seen) == 2
+
+
+def test_a_failed_wal_sync_acknowledges_nothing_from_then_on(engine, monkeypatch):
+    """fdatasync failing means the committed rows may never reach the disk, and a later sync
+    may succeed without them: every callback of the group fails (unacknowledged, WeCom retries)
+    and so does every later one, until the process is restarted."""
+    import os
+
+    from scrm.models import InboxEvent
+
+    if engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's WAL sync is scrm's own; PostgreSQL syncs its WAL itself")
+    shape = db.RowShape(engine.dialect, InboxEvent, _inbox_values("shape"))
+    calls: list[list[str]] = []
+
+    def write_many(conn, keys: list[str]) -> list[int | None]:
+        calls.append(list(keys))
+        return db.insert_ignore_rows(
+            conn, shape, "dedupe_key", [shape.values(_inbox_values(k)) for k in keys]
+        )
+
+    def failing(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(db.os, "fdatasync", failing)
+    with pytest.raises(db.WalSyncFailed, match="check the disk and restart"):
+        db.run_hot_write(engine, write_many, "a")
+    assert calls == [["a"]]  # not written again on its own: it is stored, just not vouched for
+    monkeypatch.setattr(db.os, "fdatasync", os.fdatasync)
+    with pytest.raises(db.WalSyncFailed):
+        db.run_hot_write(engine, write_many, "b")
+    assert calls == [["a"]]
+
+
+def test_callback_writes_checkpoint_the_wal_so_it_starts_over(engine, monkeypatch):
+    """The hot connection never checkpoints inside its commit; every CHECKPOINT_EVERY_COMMITS
+    commits a leader copies the WAL back (outside the writer lock, then a catch-up under it)
+    and the next commit starts the WAL over instead of growing it."""
+    import sqlite3
+
+    from scrm.models import InboxEvent
+
+    if engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's WAL only")
+    shape = db.RowShape(engine.dialect, InboxEvent, _inbox_values("shape"))
+
+    def write_many(conn, keys: list[str]) -> list[int | None]:
+        return db.insert_ignore_rows(
+            conn, shape, "dedupe_key", [shape.values(_inbox_values(k)) for k in keys]
+        )
+
+    def frames_in_wal() -> int:
+        probe = sqlite3.connect(str(engine.url.database))
+        try:  # a passive checkpoint reports how many frames the WAL holds
+            _busy, frames, _copied = probe.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        finally:
+            probe.close()
+        return int(frames)
+
+    monkeypatch.setattr(db, "CHECKPOINT_EVERY_COMMITS", 10**9)
+    for i in range(30):
+        db.run_hot_write(engine, write_many, f"grow{i}")
+    grown = frames_in_wal()  # also checkpoints: the next commit starts the WAL over
+    monkeypatch.setattr(db, "CHECKPOINT_EVERY_COMMITS", 5)
+    for i in range(30):
+        db.run_hot_write(engine, write_many, f"bounded{i}")
+    bounded = frames_in_wal()
+    assert grown >= 30  # every commit adds frames, and nothing copied them back
+    assert 0 < bounded <= grown // 4  # only the commits since the last checkpoint
 
 
 def test_callbacks_that_queue_during_a_commit_are_written_together(engine):
