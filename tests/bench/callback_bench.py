@@ -28,6 +28,7 @@ import http.client
 import json
 import os
 import queue
+import shlex
 import shutil
 import socket
 import statistics
@@ -60,9 +61,9 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 # always runs: every ratio is against a floor measured in the same run).
 RUNS = ("ack-sqlite", "ack-pg", "full-sqlite", "full-pg")
 ONLY = [name for name in os.environ.get("BENCH_ONLY", ",".join(RUNS)).split(",") if name]
-# Knobs for trying other shapes; the defaults are the Procfile's (8 threads per web worker) plus
-# the handler lane's lower CPU priority on this shared box (0 runs it at the web's priority).
-WEB_THREADS = int(os.environ.get("BENCH_WEB_THREADS", "8"))
+# Knobs for trying other shapes; the defaults are the Procfile's web worker options
+# (procfile_worker_options) plus the handler lane's lower CPU priority on this shared box (0 runs
+# it at the web's priority). BENCH_WORKER_ARGS="--worker-class gthread --threads 8" tries threads.
 HANDLER_NICE = int(os.environ.get("BENCH_HANDLER_NICE", "10"))
 WELCOME_NICE = int(os.environ.get("BENCH_WELCOME_NICE", "0"))
 
@@ -165,6 +166,30 @@ class SandboxProcess:
         self.proc.wait(10)
 
 
+def procfile_worker_options() -> list[str]:
+    """The gunicorn options of the Procfile's web line other than ``--workers`` (the benchmark's
+    own 2), ``--bind`` and the app: the worker class and its concurrency. The floor runs under
+    them too, so the ratio compares apps, not worker models."""
+    override = os.environ.get("BENCH_WORKER_ARGS")
+    if override:
+        return shlex.split(override)
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        if line.startswith("web:"):
+            words = shlex.split(line.removeprefix("web:"))
+            options = words[words.index("gunicorn") + 1 : -1]
+            kept: list[str] = []
+            for i, word in enumerate(options):
+                previous = options[i - 1] if i else ""
+                if word in ("--workers", "--bind") or previous in ("--workers", "--bind"):
+                    continue
+                kept.append(word)
+            return kept
+    raise SystemExit("Procfile has no web line")
+
+
+WORKER_OPTIONS = procfile_worker_options()
+
+
 class Gunicorn:
     def __init__(self, app_spec: str, env: dict[str, str], port: int) -> None:
         self.port = port
@@ -174,10 +199,7 @@ class Gunicorn:
                 str(BIN / "gunicorn"),
                 "--workers",
                 "2",
-                "--worker-class",
-                "gthread",
-                "--threads",
-                str(WEB_THREADS),
+                *WORKER_OPTIONS,
                 "--bind",
                 f"127.0.0.1:{port}",
                 "--log-level",
@@ -652,7 +674,7 @@ def main() -> None:
 def report(results: list[Result], floor_rate: float) -> None:
     print()
     print(
-        f"callback benchmark: gunicorn 2 workers x {WEB_THREADS} threads, {CLIENTS} clients closed loop "
+        f"callback benchmark: gunicorn 2 workers ({' '.join(WORKER_OPTIONS)}), {CLIENTS} clients closed loop "
         f"({THROUGHPUT_EVENTS} events), open loop {RATE}/s for {RATE_SECONDS}s, {os.cpu_count()} cores"
     )
     header = (
