@@ -57,7 +57,9 @@ class WriterLock:
 
     Without it, writers of different processes queue on SQLite's busy handler, which sleeps up
     to 100 ms between polls and turns a short queue into a long latency tail; a blocked flock
-    wakes the moment the holder lets go. Re-entrant within a thread.
+    wakes the moment the holder lets go. Re-entrant within a thread. Under gevent the RLock is
+    gevent's and a blocked flock holds up the worker's other greenlets until the holder lets go
+    (a commit's length): they could not write meanwhile anyway.
     """
 
     def __init__(self, database: str | None) -> None:
@@ -719,9 +721,10 @@ class _GroupCommit:
 
     Without it every callback holds SQLite's writer lock through its own WAL sync, or makes its
     own PostgreSQL round trip and commit; with it one commit and one statement per table cover
-    every callback that queued meanwhile. The first thread to find no commit under way leads:
-    it takes the queue and commits it; then it wakes the jobs it committed, and hands the lead
-    to the first job that queued meanwhile — each waiting thread is woken exactly once. It
+    every callback that queued meanwhile. The first thread (greenlet, under the Procfile's
+    gevent worker) to find no commit under way leads: it takes the queue and commits it; then
+    it wakes the jobs it committed, and hands the lead to the first job that queued meanwhile —
+    each waiting thread is woken exactly once. It
     keeps no reference to its engine: it is the value of a weak mapping keyed by that engine,
     which it would keep alive.
     """
