@@ -59,7 +59,7 @@ class WriterLock:
     to 100 ms between polls and turns a short queue into a long latency tail; a blocked flock
     wakes the moment the holder lets go. Re-entrant within a thread. Under gevent the RLock is
     gevent's and a blocked flock holds up the worker's other greenlets until the holder lets go
-    (a commit's length): they could not write meanwhile anyway.
+    (a commit's length); waiting in a native thread instead measured slower.
     """
 
     def __init__(self, database: str | None) -> None:
