@@ -450,3 +450,45 @@ def test_the_pool_hands_out_the_connection_used_last(engine):
         assert again.driver_connection is drivers[-1]
     finally:
         again.close()
+
+
+GREEN_GROUP = """
+from gevent import monkey
+
+monkey.patch_all()
+
+import json, sys
+import gevent
+from scrm import db
+
+engine = db.make_engine(f"sqlite:///{sys.argv[1]}")
+calls = []
+
+def write_many(conn, items):
+    calls.append(len(items))
+    return [conn.returning("SELECT ?", [item])[0][0] for item in items]
+
+results = [gevent.spawn(db.run_hot_write, engine, write_many, i) for i in range(10)]
+gevent.joinall(results, raise_error=True)
+print(json.dumps({"calls": calls, "results": [g.value for g in results]}))
+"""
+
+
+def test_under_gevent_callbacks_ready_together_are_written_together(tmp_path):
+    """The Procfile's web worker runs callbacks as greenlets, which run only when the one
+    running yields: a group's leader yields once before taking its batch, so ten callbacks
+    ready at once are written with one call — without the yield, one call each."""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", GREEN_GROUP, str(tmp_path / "green.db")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    outcome = json.loads(done.stdout)
+    assert outcome["results"] == list(range(10))
+    assert outcome["calls"] == [10]
