@@ -20,7 +20,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from datetime import datetime
 from itertools import chain
 from typing import Any, Generic, TypeVar
@@ -596,8 +596,7 @@ class _SqliteHotWriter:
                 driver.execute("ROLLBACK")
         except Exception as rollback_error:  # a connection that cannot roll back is not reused
             log.warning("dropping the hot SQLite connection: %s (after %s)", rollback_error, error)
-            self._driver, self._wal = None, None
-            driver.close()
+            self.close()  # the WAL descriptor goes with it: a new connection may find a new WAL
 
     def _sync_wal(self) -> None:
         try:
@@ -636,11 +635,14 @@ class _SqliteHotWriter:
             self._checkpointing.release()
 
     def close(self) -> None:
-        for driver in (self._driver, self._checkpointer):
-            if driver is not None and self._pid == os.getpid():
-                driver.close()
-        if self._wal is not None and self._pid == os.getpid():
-            os.close(self._wal)
+        """Close what this process opened (a forked child leaves its parent's alone)."""
+        if self._pid == os.getpid():
+            for closing in (self._driver, self._checkpointer):
+                if closing is not None:
+                    with suppress(Exception):  # closing a broken connection may fail; it is dropped
+                        closing.close()
+            if self._wal is not None:
+                os.close(self._wal)
         self._driver, self._checkpointer, self._wal = None, None, None
 
 
