@@ -558,6 +558,7 @@ class _SqliteHotWriter:
         self._pid = 0
         self._driver: Any = None
         self._wal: int | None = None
+        self._retired: list[int] = []  # WAL descriptors of dropped connections, closed in close()
         self._checkpointer: Any = None
         self._checkpointing = threading.Lock()
         self._commits = 0
@@ -566,6 +567,7 @@ class _SqliteHotWriter:
     def _connection(self, engine: Engine) -> Any:
         if self._pid != os.getpid():  # a forked process opens its own (SQLite forbids sharing)
             self._pid, self._driver, self._wal, self._checkpointer = os.getpid(), None, None, None
+            self._retired = []
         if self._driver is None:
             driver = _own_connection(engine)
             driver.execute("PRAGMA synchronous=NORMAL")  # synced by ``write``, after the lock
@@ -588,7 +590,8 @@ class _SqliteHotWriter:
                 self._abandon(driver, error)
                 raise
             self._commits += 1
-        self._sync_wal()
+            wal = self._wal_descriptor()
+        self._sync(wal)
 
     def _abandon(self, driver: Any, error: BaseException) -> None:
         try:
@@ -596,23 +599,41 @@ class _SqliteHotWriter:
                 driver.execute("ROLLBACK")
         except Exception as rollback_error:  # a connection that cannot roll back is not reused
             log.warning("dropping the hot SQLite connection: %s (after %s)", rollback_error, error)
-            self.close()  # the WAL descriptor goes with it: a new connection may find a new WAL
+            with suppress(Exception):
+                driver.close()
+            self._driver = None
+            # A new connection may find a new WAL (ours could have been the last one open).
+            # The old descriptor may still be syncing in a thread that left the lock: it is
+            # closed with the writer, not now.
+            if self._wal is not None:
+                self._retired.append(self._wal)
+                self._wal = None
 
-    def _sync_wal(self) -> None:
-        try:
-            if self._wal is None:
-                # The WAL exists once a transaction ran; it is never removed while a
-                # connection (ours) is open, so this descriptor stays the file we commit to.
+    def _wal_descriptor(self) -> int:
+        """The WAL's descriptor, opened under the writer lock after a commit: the WAL exists
+        once a transaction ran, and it is never removed while a connection (ours) is open, so
+        the descriptor stays the file we commit to."""
+        if self._wal is None:
+            try:
                 self._wal = os.open(f"{self._database}-wal", os.O_RDONLY | os.O_CLOEXEC)
-            os.fdatasync(self._wal)
+            except OSError as error:
+                raise self._durability_lost(error) from error
+        return self._wal
+
+    def _sync(self, wal: int) -> None:
+        try:
+            os.fdatasync(wal)
         except OSError as error:
-            # The kernel may have dropped the pages it failed to write: a later sync could
-            # succeed without them. Like PostgreSQL, stop vouching for anything until a restart.
-            self._failed = WalSyncFailed(
-                f"syncing {self._database}-wal failed ({error}); check the disk and restart scrm"
-            )
-            log.critical("%s", self._failed)
-            raise self._failed from error
+            raise self._durability_lost(error) from error
+
+    def _durability_lost(self, error: OSError) -> WalSyncFailed:
+        # The kernel may have dropped the pages it failed to write: a later sync could succeed
+        # without them. Like PostgreSQL, stop vouching for anything until a restart.
+        self._failed = WalSyncFailed(
+            f"syncing {self._database}-wal failed ({error}); check the disk and restart scrm"
+        )
+        log.critical("%s", self._failed)
+        return self._failed
 
     def checkpoint_due(self) -> bool:
         return self._commits >= CHECKPOINT_EVERY_COMMITS
@@ -642,8 +663,10 @@ class _SqliteHotWriter:
                     with suppress(Exception):  # closing a broken connection may fail; it is dropped
                         closing.close()
             if self._wal is not None:
-                os.close(self._wal)
-        self._driver, self._checkpointer, self._wal = None, None, None
+                self._retired.append(self._wal)
+            for descriptor in self._retired:
+                os.close(descriptor)
+        self._driver, self._checkpointer, self._wal, self._retired = None, None, None, []
 
 
 def _own_connection(engine: Engine) -> Any:
