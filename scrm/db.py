@@ -16,6 +16,7 @@ import fcntl
 import logging
 import os
 import struct
+import sys
 import threading
 import time
 import weakref
@@ -23,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext, suppress
 from datetime import datetime
 from itertools import chain
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from sqlalchemy import JSON, DateTime, Engine, MetaData, String, bindparam, create_engine, event, exc, insert
 from sqlalchemy.dialects import postgresql, sqlite
@@ -647,9 +648,14 @@ class _SqliteHotWriter:
             self._commits = 0
             if self._checkpointer is None or self._pid != os.getpid():
                 self._checkpointer = _own_connection(engine)  # FULL: checkpoints sync as they should
-            self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            checkpointer = self._checkpointer
+
+            def passive_checkpoint() -> None:
+                checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+            _off_the_event_loop(passive_checkpoint)
             with _writer_lock(engine) or nullcontext():
-                self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                _off_the_event_loop(passive_checkpoint)
         except Exception as error:  # tried again after the next commits; nothing is lost
             log.warning("WAL checkpoint failed: %s", error)
         finally:
@@ -667,6 +673,22 @@ class _SqliteHotWriter:
             for descriptor in self._retired:
                 os.close(descriptor)
         self._driver, self._checkpointer, self._wal, self._retired = None, None, None, []
+
+
+def _off_the_event_loop(blocking: Callable[[], T]) -> T:
+    """Run ``blocking`` so that, in a gevent worker, its other greenlets go on meanwhile: in
+    gevent's pool of native threads, the calling greenlet waiting for it (it may hold the
+    writer lock; SQLite's own locking covers the thread). Anywhere else, right here.
+
+    For the rare long calls only (a checkpoint copies hundreds of pages and syncs twice): for a
+    group's short commit and sync the hand-off to a thread cost more than it saved.
+    """
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("threading"):
+        import gevent
+
+        return cast(T, gevent.get_hub().threadpool.apply(blocking))
+    return blocking()
 
 
 def _own_connection(engine: Engine) -> Any:
