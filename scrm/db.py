@@ -551,7 +551,8 @@ class _SqliteHotWriter:
 
     Under gevent (the Procfile's web worker) the sync, like the SQLite calls and a wait for the
     writer lock, blocks the worker's other greenlets for its duration; handing it to a native
-    thread so they could go on parsing measured slower (two thread switches a group).
+    thread so they could go on parsing measured slower (two thread switches a group). A
+    checkpoint, long and rare, does run on a native thread (``_off_the_event_loop``).
     """
 
     def __init__(self, database: str) -> None:
