@@ -542,9 +542,10 @@ class _SqliteHotWriter:
     they are synced; whatever acts on them outside (a handler, a welcome send) commits first
     with FULL, which syncs the whole WAL, ours included.
 
-    Every ``CHECKPOINT_EVERY_COMMITS`` commits a leader checkpoints after its group is
-    answered: a passive checkpoint outside the lock does the copying and syncing, then a
-    second one under the lock catches up the few frames written meanwhile, so the checkpoint
+    Every ``CHECKPOINT_EVERY_COMMITS`` commits a checkpoint starts on a thread of its own, so
+    no callback waits for it: a passive checkpoint outside the lock does the copying and
+    syncing, then a second one under the lock catches up the few frames written meanwhile, so
+    the checkpoint
     completes and the next writer starts the WAL over — a WAL that only grew would make every
     sync write the file's new size too. The hot connection checkpoints never by itself
     (``wal_autocheckpoint=0``); every other connection keeps FULL and SQLite's defaults.
@@ -594,6 +595,7 @@ class _SqliteHotWriter:
             self._commits += 1
             wal = self._wal_descriptor()
         self._sync(wal)
+        self._checkpoint_when_due(engine)
 
     def _abandon(self, driver: Any, error: BaseException) -> None:
         try:
@@ -637,16 +639,24 @@ class _SqliteHotWriter:
         log.critical("%s", self._failed)
         return self._failed
 
-    def checkpoint_due(self) -> bool:
-        return self._commits >= CHECKPOINT_EVERY_COMMITS
-
-    def checkpoint(self, engine: Engine) -> None:
-        """Copy the WAL back into the database (see the class docstring); one thread of a
-        process at a time, the others skip it."""
-        if not self._checkpointing.acquire(blocking=False):
+    def _checkpoint_when_due(self, engine: Engine) -> None:
+        """Every ``CHECKPOINT_EVERY_COMMITS`` commits, start a checkpoint on a thread of its own
+        (under gevent a greenlet, whose SQLite calls go to a native thread): no callback waits
+        for it. One at a time per process; a commit that finds one under way leaves it be."""
+        if self._commits < CHECKPOINT_EVERY_COMMITS or not self._checkpointing.acquire(blocking=False):
             return
+        self._commits = 0
         try:
-            self._commits = 0
+            threading.Thread(
+                target=self._checkpoint, args=(engine,), name="scrm-wal-checkpoint", daemon=True
+            ).start()
+        except BaseException:
+            self._checkpointing.release()
+            raise
+
+    def _checkpoint(self, engine: Engine) -> None:
+        """Copy the WAL back into the database (see the class docstring)."""
+        try:
             if self._checkpointer is None or self._pid != os.getpid():
                 self._checkpointer = _own_connection(engine)  # FULL: checkpoints sync as they should
             checkpointer = self._checkpointer
@@ -772,9 +782,8 @@ class _GroupCommit:
     every callback that queued meanwhile. The first thread (greenlet, under the Procfile's
     gevent worker) to find no commit under way leads: it takes the queue and commits it; then
     it wakes the jobs it committed, and hands the lead to the first job that queued meanwhile —
-    each waiting thread is woken exactly once. It
-    keeps no reference to its engine: it is the value of a weak mapping keyed by that engine,
-    which it would keep alive.
+    each waiting thread is woken exactly once. It keeps no reference to its engine: it is the
+    value of a weak mapping keyed by that engine, which it would keep alive.
     """
 
     def __init__(self) -> None:
@@ -810,10 +819,6 @@ class _GroupCommit:
                 finished.wake()
             if successor is not None:
                 successor.wake()
-        # After the group is answered and the lead handed on: only this callback's answer waits.
-        writer = _HOT_WRITERS.get(engine)
-        if writer is not None and writer.checkpoint_due():
-            writer.checkpoint(engine)
         return job.outcome()
 
     def _commit(self, engine: Engine, batch: list[_HotJob[Any, Any]]) -> None:

@@ -241,9 +241,11 @@ def test_a_failed_wal_sync_acknowledges_nothing_from_then_on(engine, monkeypatch
 
 def test_callback_writes_checkpoint_the_wal_so_it_starts_over(engine, monkeypatch):
     """The hot connection never checkpoints inside its commit; every CHECKPOINT_EVERY_COMMITS
-    commits a leader copies the WAL back (outside the writer lock, then a catch-up under it)
-    and the next commit starts the WAL over instead of growing it."""
+    commits a thread of its own copies the WAL back (outside the writer lock, then a catch-up
+    under it), no callback waiting for it, and the next commit starts the WAL over instead of
+    growing it."""
     import sqlite3
+    import threading
 
     from scrm.models import InboxEvent
 
@@ -269,9 +271,22 @@ def test_callback_writes_checkpoint_the_wal_so_it_starts_over(engine, monkeypatc
         db.run_hot_write(engine, write_many, f"grow{i}")
     grown = frames_in_wal()  # also checkpoints: the next commit starts the WAL over
     monkeypatch.setattr(db, "CHECKPOINT_EVERY_COMMITS", 5)
+    checkpoint_steps: list[int] = []  # the thread each checkpoint step ran on
+    real_off_the_event_loop = db._off_the_event_loop
+
+    def spy(blocking):
+        checkpoint_steps.append(threading.get_ident())
+        return real_off_the_event_loop(blocking)
+
+    monkeypatch.setattr(db, "_off_the_event_loop", spy)
+    checkpointing = db._HOT_WRITERS[engine]._checkpointing
     for i in range(30):
         db.run_hot_write(engine, write_many, f"bounded{i}")
+        assert checkpointing.acquire(timeout=10)  # this commit's checkpoint, if any, is done
+        checkpointing.release()
     bounded = frames_in_wal()
+    assert len(checkpoint_steps) == 2 * 30 // 5  # two steps a checkpoint, one every 5 commits
+    assert threading.get_ident() not in checkpoint_steps  # never on the callback's own thread
     assert grown >= 30  # every commit adds frames, and nothing copied them back
     assert 0 < bounded <= grown // 4  # only the commits since the last checkpoint
 
@@ -489,6 +504,9 @@ def spy(blocking):
 db._off_the_event_loop = spy
 db.CHECKPOINT_EVERY_COMMITS = 1
 db.run_hot_write(engine, write_many, 10)
+checkpointing = db._HOT_WRITERS[engine]._checkpointing
+checkpointing.acquire()  # the checkpoint greenlet started by that commit is done
+checkpointing.release()
 print(json.dumps({"calls": calls, "results": [g.value for g in results], "checkpoint": off_the_hub}))
 """
 
