@@ -1,7 +1,12 @@
-"""Small helpers shared by the tests: creating channels through the product and querying rows."""
+"""Small helpers shared by the tests and the benchmark: creating channels through the product,
+querying rows, and the Procfile's web command."""
 
 from __future__ import annotations
 
+import re
+import shlex
+import sys
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
@@ -40,3 +45,22 @@ def create_channel(
 def count(scrm: Any, model: Any, *where: Any) -> int:
     with scrm.session() as session:
         return session.scalar(select(func.count()).select_from(model).where(*where)) or 0
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def procfile_web(env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """The Procfile's web command (gunicorn from this environment) and its leading VAR=value
+    assignments, with ``${VAR:-default}`` expanded from ``env`` as a shell would."""
+    line = next(line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("web:"))
+    expanded = re.sub(
+        r"\$\{(\w+):-([^}]*)\}", lambda m: env.get(m.group(1), m.group(2)), line.removeprefix("web:")
+    )
+    words = shlex.split(expanded)
+    assignments = {}
+    while "=" in words[0] and not words[0].startswith("-"):
+        name, _, value = words.pop(0).partition("=")
+        assignments[name] = value
+    words[0] = str(Path(sys.executable).parent / words[0])
+    return words, assignments

@@ -8,49 +8,22 @@ workers are greenlets that group their writes by yielding to one another (``db.r
 from __future__ import annotations
 
 import os
-import re
-import shlex
-import socket
 import subprocess
-import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import requests
 from requests.adapters import HTTPAdapter
 from sqlalchemy import select
 
 from scrm.models import InboxEvent, OutboxCommand, OutboxKind
-from tests.helpers import count, create_channel
+from tests.bench.callback_bench import free_port
+from tests.helpers import ROOT, count, create_channel, procfile_web
 
-ROOT = Path(__file__).resolve().parents[1]
 EVENTS = 200
 DELIVERIES = 2
 THREADS = 16
-
-
-def procfile_web(env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
-    """The web line's command and its leading VAR=value assignments, with ``${VAR:-default}``
-    expanded from ``env`` as a shell would."""
-    line = next(line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("web:"))
-    expanded = re.sub(
-        r"\$\{(\w+):-([^}]*)\}", lambda m: env.get(m.group(1), m.group(2)), line.removeprefix("web:")
-    )
-    words = shlex.split(expanded)
-    assignments = {}
-    while "=" in words[0] and not words[0].startswith("-"):
-        name, _, value = words.pop(0).partition("=")
-        assignments[name] = value
-    words[0] = str(Path(sys.executable).parent / words[0])  # gunicorn from this environment
-    return words, assignments
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_the_procfile_web_command_stores_concurrent_callbacks_once_each(scrm, clean_db):

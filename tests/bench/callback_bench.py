@@ -47,6 +47,8 @@ from urllib.parse import urlencode, urlsplit
 import requests
 from sqlalchemy import create_engine, func, select, text
 
+from tests.helpers import procfile_web
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -173,18 +175,15 @@ def procfile_worker_options() -> list[str]:
     override = os.environ.get("BENCH_WORKER_ARGS")
     if override:
         return shlex.split(override)
-    for line in (ROOT / "Procfile").read_text().splitlines():
-        if line.startswith("web:"):
-            words = shlex.split(line.removeprefix("web:"))
-            options = words[words.index("gunicorn") + 1 : -1]
-            kept: list[str] = []
-            for i, word in enumerate(options):
-                previous = options[i - 1] if i else ""
-                if word in ("--workers", "--bind") or previous in ("--workers", "--bind"):
-                    continue
-                kept.append(word)
-            return kept
-    raise SystemExit("Procfile has no web line")
+    command, _ = procfile_web({})
+    options = command[1:-1]  # between gunicorn and the app
+    kept: list[str] = []
+    for i, word in enumerate(options):
+        previous = options[i - 1] if i else ""
+        if word in ("--workers", "--bind") or previous in ("--workers", "--bind"):
+            continue
+        kept.append(word)
+    return kept
 
 
 WORKER_OPTIONS = procfile_worker_options()
