@@ -259,6 +259,7 @@ def test_state_persists_to_a_file(tmp_path: Path) -> None:
     sandbox = Sandbox.create(path)
     ext = sandbox.state.add_customer("新客户")
     sandbox.state.add_relation(ext, "lisi", state="c_42")
+    sandbox.state.flush()
     again = SandboxState(path)
     assert again.customers[ext]["name"] == "新客户"
     rel = again.relation(ext, "lisi")
@@ -317,7 +318,7 @@ def test_timeout_fault_applies_the_write_once(env: Env) -> None:
     ext = env.state.relations_of_user("lisi")[0]["external_userid"]
     tag_c = next(t["id"] for t in env.state.tags.values() if t["name"] == "C类")
     body = {"userid": "lisi", "external_userid": ext, "add_tag": [tag_c]}
-    env.state.set_faults({"timeout_sleep_s": 0.3})
+    env.state.set_faults({"timeout_hold_ms": 300})
     env.state.force("timeout", endpoint="externalcontact/mark_tag")
     with pytest.raises(requests.Timeout):
         env.post("externalcontact/mark_tag", body, key="mt-1", timeout=0.1)
@@ -450,9 +451,9 @@ def test_tags_contact_ways_and_remarks(env: Env) -> None:
     way = env.post(
         "externalcontact/add_contact_way", {"type": 1, "scene": 2, "user": ["lisi"], "state": "c_1"}
     )
-    assert way["errcode"] == 0 and way["qr_code"].startswith("https://wework.qpic.cn/wwpic/")
+    assert way["errcode"] == 0 and way["qr_code"] == f"{env.base}/qr/{way['config_id']}.png"
     got = env.post("externalcontact/get_contact_way", {"config_id": way["config_id"]})["contact_way"]
-    assert got["state"] == "c_1" and got["user"] == ["lisi"]
+    assert got["state"] == "c_1" and got["user"] == ["lisi"] and got["qr_code"] == way["qr_code"]
     assert env.post("externalcontact/del_contact_way", {"config_id": way["config_id"]})["errcode"] == 0
     assert env.post("externalcontact/get_contact_way", {"config_id": way["config_id"]})["errcode"] == 41044
 

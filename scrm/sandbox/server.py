@@ -10,6 +10,7 @@ drive customers and reps over HTTP. Like WeCom, every API answer is HTTP 200 JSO
 
 from __future__ import annotations
 
+import html
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -20,6 +21,7 @@ import requests
 from flask import Flask, Response, request
 
 from scrm.sandbox.driver import DRIVER_ACTIONS, SandboxDriver
+from scrm.sandbox.qr import qr_png
 from scrm.sandbox.state import (
     OAUTH_CODE_TTL_S,
     STAFF_ACTIVE,
@@ -27,7 +29,9 @@ from scrm.sandbox.state import (
     TRANSFER_WAITING,
     WELCOME_CODE_TTL_S,
     SandboxState,
+    contact_path,
     now_ts,
+    qr_path,
 )
 
 IDEMPOTENCY_HEADER = "X-Scrm-Idempotency-Key"
@@ -63,6 +67,8 @@ ERRMSG: dict[int, str] = {
     45002: "content size out of limit",
     45009: "api freq out of limit",
     47001: "data format error",
+    48002: "api forbidden",
+    60011: "no privilege to access/modify contact/party/agent",
     60111: "userid not found",
     60123: "invalid party id",
     81013: "user & party & tag all invalid",
@@ -96,10 +102,12 @@ def ok(**fields: Any) -> dict[str, Any]:
 
 @dataclass
 class Req:
-    """One API call as the handlers see it: query args and the decoded JSON body."""
+    """One API call as the handlers see it: query args, the decoded JSON body, and the sandbox's own
+    base URL as the caller reached it (ending in "/"; empty outside a request), for URLs it hands out."""
 
     args: Mapping[str, str]
     body: dict[str, Any] = field(default_factory=dict)
+    base_url: str = ""
 
     def arg(self, name: str, errcode: int = 40058) -> str:
         value = self.args.get(name)
@@ -502,8 +510,15 @@ def h_add_contact_way(state: SandboxState, req: Req) -> dict[str, Any]:
     )
     resp = ok(config_id=way["config_id"])
     if scene == 2:
-        resp["qr_code"] = way["qr_code"]
+        resp["qr_code"] = _qr_url(way, req)
     return resp
+
+
+def _qr_url(way: dict[str, Any], req: Req) -> str:
+    """Where the way's QR image is served: under the sandbox's base URL as this caller reached it."""
+    if way["scene"] != 2:
+        return ""
+    return req.base_url + qr_path(way["config_id"]) if req.base_url else str(way["qr_code"])
 
 
 def _require_way(state: SandboxState, req: Req) -> dict[str, Any]:
@@ -514,7 +529,9 @@ def _require_way(state: SandboxState, req: Req) -> dict[str, Any]:
 
 
 def h_get_contact_way(state: SandboxState, req: Req) -> dict[str, Any]:
-    return ok(contact_way=dict(_require_way(state, req)))
+    way = dict(_require_way(state, req))
+    way["qr_code"] = _qr_url(way, req)
+    return ok(contact_way=way)
 
 
 def h_update_contact_way(state: SandboxState, req: Req) -> dict[str, Any]:
@@ -830,12 +847,13 @@ def call_api(
     args: Mapping[str, str],
     raw_body: bytes,
     idempotency_key: str | None,
+    base_url: str = "",
 ) -> tuple[dict[str, Any], float]:
     """One API call: token, faults, idempotency, handler. Returns (response, seconds to stall after)."""
     spec = ENDPOINTS[endpoint]
     if endpoint == "gettoken":  # faults never hit gettoken, so a client can always recover a token
         try:
-            resp = spec.handler(state, Req(args))
+            resp = spec.handler(state, Req(args, base_url=base_url))
         except ApiError as exc:
             resp = exc.body()
         state.record_call(endpoint, resp["errcode"])
@@ -845,12 +863,14 @@ def call_api(
     if latency:
         time.sleep(latency)
     stall = 0.0
-    checked = _call_checked(state, spec, endpoint, method, args, raw_body, idempotency_key)
+    checked = _call_checked(state, spec, endpoint, method, args, raw_body, idempotency_key, base_url)
     if checked is not None:
         resp = checked
-    else:  # a "timeout" fault: apply and answer normally, but too late for an impatient client
-        resp = _apply(state, spec, endpoint, args, raw_body, idempotency_key)
-        stall = float(state.faults.get("timeout_sleep_s") or 0.0)
+    else:
+        # A "timeout" fault: the write is applied (WeCom may well have done it) but the answer is held
+        # past the client's timeout, so the client cannot know — the case idempotency keys are for.
+        resp = _apply(state, spec, endpoint, args, raw_body, idempotency_key, base_url)
+        stall = float(state.faults.get("timeout_hold_ms") or 0.0) / 1000.0
     state.record_call(endpoint, resp["errcode"])
     return resp, stall
 
@@ -863,6 +883,7 @@ def _call_checked(
     args: Mapping[str, str],
     raw_body: bytes,
     idempotency_key: str | None,
+    base_url: str,
 ) -> dict[str, Any] | None:
     access_token = args.get("access_token")
     status = state.token_status(access_token)
@@ -879,7 +900,7 @@ def _call_checked(
             # A token WeCom calls expired must really be dead, or the client's refresh is never tested.
             state.expire_token(access_token)
         return error_body(code, "injected by sandbox")  # -1/45009/…: nothing is applied
-    return _apply(state, spec, endpoint, args, raw_body, idempotency_key)
+    return _apply(state, spec, endpoint, args, raw_body, idempotency_key, base_url)
 
 
 def _apply(
@@ -889,6 +910,7 @@ def _apply(
     args: Mapping[str, str],
     raw_body: bytes,
     idempotency_key: str | None,
+    base_url: str = "",
 ) -> dict[str, Any]:
     with state.lock:
         if spec.write and idempotency_key and idempotency_key in state.ledger:
@@ -898,7 +920,7 @@ def _apply(
             return dict(stored["response"])
         try:
             body = _decode_body(raw_body) if spec.method == "POST" else {}
-            resp = spec.handler(state, Req(args, body))
+            resp = spec.handler(state, Req(args, body, base_url))
         except ApiError as exc:
             return exc.body()
         if spec.write and resp["errcode"] == 0:
@@ -930,10 +952,47 @@ def create_sandbox_app(state: SandboxState, *, webhook_url: str | None = None) -
             request.args,
             request.get_data(),
             request.headers.get(IDEMPOTENCY_HEADER),
+            request.url_root,
         )
         if stall:
             time.sleep(stall)
         return _json(resp)
+
+    @app.get("/qr/<config_id>.png")
+    def qr_image(config_id: str) -> Response:
+        """The way's QR code; it encodes the way's contact page, as WeCom's encodes its add link."""
+        with state.lock:
+            way = state.contact_ways.get(config_id)
+            if way is None or way["scene"] != 2:
+                return Response(b"", status=404)
+        png = qr_png(request.url_root + contact_path(config_id))
+        return Response(png, mimetype="image/png", headers={"Cache-Control": "max-age=300"})
+
+    @app.get("/contact/<config_id>")
+    def contact_page(config_id: str) -> Response:
+        """What scanning the code leads to: which reps it adds, and how to play the scan."""
+        with state.lock:
+            way = state.contact_ways.get(config_id)
+            if way is None:
+                return Response("no such contact way in the sandbox\n", status=404, mimetype="text/plain")
+            reps = [(u, state.staff.get(u, {}).get("name", u)) for u in way["user"]]
+            way_state, remark, scene = way["state"], way["remark"], way["scene"]
+        e = html.escape
+        key = way_state or config_id
+        items = "".join(f"<li>{e(name)} (<code>{e(u)}</code>)</li>" for u, name in reps)
+        command = f"scrm sandbox scan --channel {key} --customer $(scrm sandbox new-customer --name 访客)"
+        if len(reps) > 1:
+            command += f" --userid {reps[0][0]}"
+        image = f'<p><img src="{e(request.url_root + qr_path(config_id))}" alt="QR" width="264"></p>'
+        page = (
+            '<!doctype html><html lang="zh"><meta charset="utf-8">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>联系我 · {e(remark or key)}</title><h1>联系我 · {e(remark or key)}</h1>"
+            f"<p>WeCom sandbox contact code <code>{e(config_id)}</code>, state <code>{e(way_state)}</code>."
+            f" Scanning it adds:</p><ul>{items}</ul>{image if scene == 2 else ''}"
+            f"<p>Play the scan from a shell:</p><pre>{e(command)}</pre></html>"
+        )
+        return Response(page, mimetype="text/html")
 
     @app.get("/_admin/state")
     def admin_state() -> Response:
@@ -951,7 +1010,12 @@ def create_sandbox_app(state: SandboxState, *, webhook_url: str | None = None) -
     @app.post("/_admin/faults")
     def admin_faults() -> Response:
         knobs = request.get_json(silent=True) or {}
-        return _json(state.set_faults(knobs, replace=bool(knobs.pop("replace", False))))
+        if not isinstance(knobs, dict):
+            return _json({"ok": False, "error": "send a JSON object of fault knobs"}, 400)
+        try:
+            return _json(state.set_faults(knobs, replace=bool(knobs.pop("replace", False))))
+        except ValueError as exc:
+            return _json({"ok": False, "error": str(exc)}, 400)
 
     @app.get("/_admin/effects")
     def admin_effects() -> Response:

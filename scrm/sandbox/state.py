@@ -3,26 +3,35 @@ customer groups, one-shot codes, access tokens, the log of every write WeCom wou
 fault knobs that make the emulator misbehave on demand.
 ``SandboxState`` owns this data and nothing else: the HTTP emulator (``scrm.sandbox.server``) and the
 driver that plays customers and reps (``scrm.sandbox.driver``) both read and mutate it under its single
-re-entrant lock. When constructed with a file it loads the world from it and rewrites it (atomically)
-after every mutation, so a sandbox restarted with the same file keeps its corp. Time is read from
+re-entrant lock. When constructed with a file it loads the world from it and keeps the file current,
+so a sandbox restarted with the same file keeps its corp: a mutation only marks the world dirty
+(``save``), and one short-lived saver thread writes it (temp file, fsync, ``os.replace``) at most every
+``SAVE_INTERVAL_S``; ``flush`` writes at once, and every state with a file is flushed at interpreter
+exit. Rewriting the whole file on every change made a 1,000-add burst cost minutes. Time is read from
 ``scrm.timeutil.utcnow()`` so tests move it with ``frozen_clock`` instead of sleeping.
 """
 
 from __future__ import annotations
 
+import atexit
 import copy
 import hashlib
 import json
+import logging
 import os
 import random
 import secrets
 import threading
+import time
+import weakref
 from collections import Counter, deque
 from pathlib import Path
 from typing import Any
 
 import config
 from scrm.timeutil import utcnow
+
+log = logging.getLogger(__name__)
 
 # WeCom rules the state enforces or exposes (see REFERENCE §3 for the doc ids).
 WELCOME_CODE_TTL_S = 20  # doc 92137: a welcome_code lives 20 seconds and is single-use
@@ -38,6 +47,29 @@ TRANSFER_DONE = 1
 TRANSFER_WAITING = 2
 TRANSFER_REFUSED = 3
 TRANSFER_LIMIT = 4
+
+# The state file lags the world by at most this long while the sandbox runs (a kill -9 loses at most
+# this much); a clean stop flushes.
+SAVE_INTERVAL_S = 0.5
+
+# How long a "timeout" fault holds its answer: past scrm's default WECOM_TIMEOUT_S (5 s), so the
+# client really gives up. A client with a longer timeout needs a larger ``timeout_hold_ms`` knob.
+DEFAULT_TIMEOUT_HOLD_MS = 8000
+
+# Fault codes the CLI and the faults endpoint accept: the transient errors and token failures scrm's
+# client must survive, plus the permission and business errors it must report.
+FAULT_ERRCODES: tuple[int | str, ...] = (
+    -1,
+    45009,
+    42001,
+    40014,
+    40001,
+    60011,
+    48002,
+    84061,
+    60111,
+    "timeout",
+)
 
 _ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 _CALL_LOG_SIZE = 5000
@@ -75,16 +107,94 @@ _PERSISTED = (
 )
 
 
+# Every state with a file, flushed at interpreter exit; weak, so a dropped state is not kept alive.
+_WITH_FILES: weakref.WeakSet[SandboxState] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_all() -> None:
+    for state in list(_WITH_FILES):
+        try:
+            state.flush()
+        except Exception:  # noqa: BLE001 - one broken file must not stop the others being written
+            log.exception("sandbox state: final write of %s failed", state.state_file)
+
+
 def default_faults() -> dict[str, Any]:
     return {
         "error_rate": 0.0,
         "errcodes": [-1],
         "latency_ms": 0,
-        "timeout_sleep_s": 2.0,
+        "timeout_hold_ms": DEFAULT_TIMEOUT_HOLD_MS,
         "seed": None,
         # Each item: {"errcode": int | "timeout", "endpoint": str | None}; consumed first-match.
         "forced": [],
     }
+
+
+def _fault_code(value: Any) -> int | str:
+    if value == "timeout":
+        return "timeout"
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"errcode {value!r}: an integer errcode or 'timeout'")
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"errcode {value!r}: an integer errcode or 'timeout'") from None
+
+
+def _number(knobs: dict[str, Any], name: str, low: float, high: float | None = None) -> float:
+    value = knobs[name]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be a number, not {value!r}")
+    if value < low or (high is not None and value > high):
+        bounds = f"{low:g}..{high:g}" if high is not None else f">= {low:g}"
+        raise ValueError(f"{name} must be {bounds}, not {value!r}")
+    return float(value)
+
+
+def check_fault_knobs(knobs: dict[str, Any]) -> dict[str, Any]:
+    """The fault knobs, checked and normalised; ``ValueError`` names the first bad one."""
+    knobs = dict(knobs)
+    if "timeout_sleep_s" in knobs:  # the hold's former name, in seconds
+        seconds = _number(knobs, "timeout_sleep_s", 0)
+        knobs.pop("timeout_sleep_s")
+        knobs.setdefault("timeout_hold_ms", seconds * 1000)
+    unknown = sorted(set(knobs) - set(default_faults()))
+    if unknown:
+        raise ValueError(f"unknown fault knob(s) {', '.join(unknown)}; known: {', '.join(default_faults())}")
+    clean: dict[str, Any] = {}
+    if "error_rate" in knobs:
+        clean["error_rate"] = _number(knobs, "error_rate", 0, 1)
+    if "latency_ms" in knobs:
+        clean["latency_ms"] = _number(knobs, "latency_ms", 0)
+    if "timeout_hold_ms" in knobs:
+        clean["timeout_hold_ms"] = _number(knobs, "timeout_hold_ms", 0)
+    if "errcodes" in knobs:
+        codes = knobs["errcodes"]
+        if not isinstance(codes, list):
+            raise ValueError("errcodes must be a list of errcodes or 'timeout'")
+        clean["errcodes"] = [_fault_code(c) for c in codes] or [-1]
+    if "seed" in knobs:
+        seed = knobs["seed"]
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | str)):
+            raise ValueError("seed must be an integer, a string or null")
+        clean["seed"] = seed
+    if "forced" in knobs:
+        forced = knobs["forced"] or []
+        if not isinstance(forced, list):
+            raise ValueError("forced must be a list")
+        items = []
+        for item in forced:
+            if isinstance(item, dict):
+                endpoint = item.get("endpoint")
+                if endpoint is not None and not isinstance(endpoint, str):
+                    raise ValueError("forced[].endpoint must be a string or null")
+                items.append({"errcode": _fault_code(item.get("errcode")), "endpoint": endpoint})
+            else:
+                items.append({"errcode": _fault_code(item), "endpoint": None})
+        clean["forced"] = items
+    return clean
 
 
 def now_ts() -> float:
@@ -99,6 +209,16 @@ def _opaque(seed: str, length: int) -> str:
     return "".join(_ALNUM[b % len(_ALNUM)] for b in digest[:length])
 
 
+def qr_path(config_id: str) -> str:
+    """The way's QR image, relative to the sandbox's base URL."""
+    return f"qr/{config_id}.png"
+
+
+def contact_path(config_id: str) -> str:
+    """The page the way's QR code encodes, relative to the sandbox's base URL."""
+    return f"contact/{config_id}"
+
+
 def _rel_key(external_userid: str, userid: str) -> str:
     return f"{external_userid}|{userid}"
 
@@ -109,14 +229,25 @@ class SandboxState:
     def __init__(self, state_file: Path | None = None, *, token_ttl_s: int = DEFAULT_TOKEN_TTL_S) -> None:
         self.lock = threading.RLock()
         self.state_file = state_file
+        # Persistence bookkeeping, under its own small lock so marking dirty never waits for a write.
+        # ``_generation`` numbers snapshots; a snapshot older than the last one written is dropped, so
+        # the saver thread and ``flush`` may race without an old world overwriting a newer one.
+        self._save_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._dirty = False
+        self._saver: threading.Thread | None = None
+        self._generation = 0
+        self._written_generation = 0
         self._reset_world(token_ttl_s)
         self.faults: dict[str, Any] = default_faults()
         self.rng = random.Random()  # noqa: S311 - fault injection, not security
         self.calls: deque[tuple[str, int]] = deque(maxlen=_CALL_LOG_SIZE)
         self.call_counts: Counter[str] = Counter()
         self.errcode_counts: Counter[int] = Counter()
-        if state_file is not None and state_file.is_file():
-            self.load()
+        if state_file is not None:
+            if state_file.is_file():
+                self.load()
+            _WITH_FILES.add(self)
 
     def _reset_world(self, token_ttl_s: int = DEFAULT_TOKEN_TTL_S) -> None:
         self.corp_id: str = config.SANDBOX_CORP_ID
@@ -154,15 +285,67 @@ class SandboxState:
             return copy.deepcopy({name: getattr(self, name) for name in _PERSISTED})
 
     def save(self) -> None:
-        """Write the world to the state file (if any) atomically: a crash never leaves half a file."""
+        """Mark the world changed: the saver thread writes it within ``SAVE_INTERVAL_S``.
+
+        Cheap enough to call after every mutation (it never serialises anything itself).
+        """
         if self.state_file is None:
             return
+        with self._save_lock:
+            self._dirty = True
+            if self._saver is None:
+                self._saver = threading.Thread(target=self._save_soon, name="sandbox-saver", daemon=True)
+                self._saver.start()
+
+    def _save_soon(self) -> None:
+        # Lives only while changes keep coming: one write per interval, then exits once idle, so an
+        # idle sandbox (and every test's throwaway state) holds no thread.
+        while True:
+            time.sleep(SAVE_INTERVAL_S)
+            with self._save_lock:
+                if not self._dirty:
+                    self._saver = None
+                    return
+            try:
+                self._write()
+            except Exception:  # noqa: BLE001 - a failed write must not kill the saver; retried next round
+                log.exception("sandbox state: writing %s failed; retrying", self.state_file)
+                with self._save_lock:
+                    self._dirty = True
+
+    def flush(self) -> None:
+        """Write pending changes now (a clean stop, or a test about to reload the file)."""
+        if self.state_file is None:
+            return
+        with self._save_lock:
+            if not self._dirty:
+                return
+        self._write()
+
+    def _write(self) -> None:
+        """Snapshot under the world lock, then write atomically: a crash never leaves half a file."""
+        assert self.state_file is not None
         with self.lock:
-            data = json.dumps(self.to_json(), ensure_ascii=False, indent=1, sort_keys=True)
+            with self._save_lock:
+                self._dirty = False
+            self._generation += 1
+            generation = self._generation
+            # json.dumps reads the live dicts; holding the lock makes it a consistent snapshot without
+            # the deep copy to_json() makes.
+            data = json.dumps(
+                {name: getattr(self, name) for name in _PERSISTED}, ensure_ascii=False, sort_keys=True
+            )
+        with self._write_lock:
+            if generation <= self._written_generation:
+                return  # a newer snapshot is already on disk
             self.state_file.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.state_file.with_name(self.state_file.name + ".tmp")
-            tmp.write_text(data, encoding="utf-8")
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
             os.replace(tmp, self.state_file)
+            self._written_generation = generation
 
     def load(self) -> None:
         if self.state_file is None:
@@ -214,9 +397,15 @@ class SandboxState:
     # --- faults and call log -----------------------------------------------------------------
 
     def set_faults(self, knobs: dict[str, Any], *, replace: bool = False) -> dict[str, Any]:
+        """Merge ``knobs`` into the fault settings (or start from the defaults with ``replace``).
+
+        Raises ``ValueError`` naming the knob for an unknown knob or a value out of range, so a typo
+        or ``error_rate: 5`` is refused instead of silently ignored or clamped.
+        """
+        clean = check_fault_knobs(knobs)
         with self.lock:
             base = default_faults() if replace else self.faults
-            merged = {**base, **{k: v for k, v in knobs.items() if k in default_faults()}}
+            merged = {**base, **clean}
             merged["forced"] = [self._forced_item(item) for item in merged.get("forced") or []]
             self.faults = merged
             self.rng = random.Random(merged["seed"])  # noqa: S311
@@ -564,7 +753,9 @@ class SandboxState:
                 "user": list(users),
                 "party": [],
                 "is_temp": False,
-                "qr_code": f"https://wework.qpic.cn/wwpic/{_opaque('qr:' + cid, 24)}/0" if scene == 2 else "",
+                # Relative to the sandbox's base URL, which the API answer completes (the state does not
+                # know where it is served).
+                "qr_code": qr_path(cid) if scene == 2 else "",
             }
             self.contact_ways[cid] = way
             self.save()
