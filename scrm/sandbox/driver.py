@@ -81,7 +81,11 @@ def build_xml(fields: list[tuple[str, XmlValue]]) -> str:
 
 @dataclass
 class Delivery:
-    """One callback: what was sent and what the webhook answered (status None when not posted)."""
+    """One callback: what was sent and what the webhook answered (status None when not posted).
+
+    ``extra`` names the event (``event``, ``change_type`` or ``msg_type``) and the ids involved, so a
+    caller can report what happened without the decrypted ``plaintext``.
+    """
 
     plaintext: str
     query: dict[str, str]
@@ -91,12 +95,8 @@ class Delivery:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "status": self.status,
-            "plaintext": self.plaintext,
-            "response_text": self.response_text,
-            **self.extra,
-        }
+        """What an HTTP caller (the admin endpoint, the CLI) is told: never the decrypted plaintext."""
+        return {"status": self.status, "response_text": self.response_text[:500], **self.extra}
 
 
 class SandboxDriver:
@@ -161,7 +161,11 @@ class SandboxDriver:
             ("MsgType", "event"),
             ("Event", event),
         ]
-        return self.post_raw(build_xml(head + fields), extra)
+        kind: dict[str, Any] = {"event": event}
+        change_type = next((v for k, v in fields if k == "ChangeType"), None)
+        if change_type is not None:
+            kind["change_type"] = change_type
+        return self.post_raw(build_xml(head + fields), {**kind, **(extra or {})})
 
     def _contact_event(
         self,
@@ -222,14 +226,21 @@ class SandboxDriver:
         userid: str | None = None,
         remark_mobiles: list[str] | None = None,
     ) -> Delivery:
-        """The customer scans a 「联系我」 code (doc 92228): the friendship carries the code's ``state``."""
+        """The customer scans a 「联系我」 code (doc 92228): the friendship carries the code's ``state``.
+
+        A code with several reps adds one of them (WeCom picks); the sandbox adds the first unless
+        ``userid`` names another rep of the code.
+        """
         way = self.state.find_contact_way(state_or_config_id)
         if way is None:
             raise LookupError(f"no contact way with state or config_id {state_or_config_id!r}")
         if userid is None:
             userid = way["user"][0]
         elif userid not in way["user"]:
-            raise ValueError(f"{userid} is not on contact way {way['config_id']}")
+            raise ValueError(
+                f"{userid} is not on contact way {way['state'] or way['config_id']}; "
+                f"it adds {', '.join(way['user'])}"
+            )
         return self._befriend(
             userid,
             external_userid,
@@ -239,6 +250,7 @@ class SandboxDriver:
             half=False,
             remark_mobiles=remark_mobiles,
             config_id=way["config_id"],
+            reps=list(way["user"]),
         )
 
     def add_customer(
@@ -552,7 +564,7 @@ class SandboxDriver:
                 ("AgentID", self.state.agent_id),
             ]
         )
-        return self.post_raw(xml, {"msg_id": msg_id})
+        return self.post_raw(xml, {"msg_type": "text", "userid": userid, "msg_id": msg_id})
 
     def enter_agent(self, userid: str) -> Delivery:
         xml = build_xml(
@@ -566,4 +578,4 @@ class SandboxDriver:
                 ("AgentID", self.state.agent_id),
             ]
         )
-        return self.post_raw(xml)
+        return self.post_raw(xml, {"event": "enter_agent", "userid": userid})

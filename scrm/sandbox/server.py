@@ -1105,14 +1105,46 @@ def create_sandbox_app(state: SandboxState, *, webhook_url: str | None = None) -
             )
         driver = SandboxDriver(state, url or "", session=http)
         try:
-            result = getattr(driver, action)(**args)
+            result = _jsonable(getattr(driver, action)(**args))
         except (KeyError, ValueError, TypeError, LookupError) as exc:
             return _json({"ok": False, "error": f"{type(exc).__name__}: {exc}"}, 400)
         except requests.RequestException as exc:
-            return _json({"ok": False, "error": f"webhook unreachable: {exc}"}, 502)
-        return _json({"ok": True, "result": _jsonable(result)})
+            return _json({"ok": False, "error": f"webhook {url} unreachable: {exc}"}, 502)
+        return _json({"ok": True, "result": result, "names": _names(state, args, result)})
+
+    @app.get("/_admin/customers/<external_userid>")
+    def admin_customer(external_userid: str) -> Response:
+        with state.lock:
+            customer = state.customers.get(external_userid)
+            if customer is None:
+                return _json({"ok": False, "error": f"unknown external_userid {external_userid!r}"}, 404)
+            return _json(
+                {
+                    "ok": True,
+                    "customer": dict(customer),
+                    "follow_user": [dict(r) for r in state.relations_of_customer(external_userid)],
+                }
+            )
 
     return app
+
+
+def _names(state: SandboxState, args: dict[str, Any], result: Any) -> dict[str, str]:
+    """Display names of the customers and staff an action touched, so callers can say who did what."""
+    ids: set[str] = set()
+    for source in (args, *(result if isinstance(result, list) else [result])):
+        if not isinstance(source, dict):
+            continue
+        for key in ("userid", "external_userid", "owner", "invitor"):
+            if isinstance(source.get(key), str):
+                ids.add(source[key])
+        ids.update(u for u in source.get("reps") or [] if isinstance(u, str))
+    if isinstance(result, str):
+        ids.add(result)
+    with state.lock:
+        names = {i: state.customers[i]["name"] for i in ids if i in state.customers}
+        names.update({i: state.staff[i]["name"] for i in ids if i in state.staff})
+    return names
 
 
 def _jsonable(value: Any) -> Any:
