@@ -1,0 +1,273 @@
+"""Every console page fits a phone (DESIGN §6.12): a real browser at 390×844, and at 1280 for the desktop.
+
+Reps and managers use the console inside the WeCom app, so each page a role can reach is opened in
+Debian's Chromium (driven by Playwright, never a downloaded browser) and measured: the document is no
+wider than the window, no visible element reaches past the right edge (content inside a box that
+scrolls sideways on purpose, ``overflow-x: auto``, is allowed to), and the Logout button is on
+screen. The data comes from the sandbox demo (张三/李四 reps, 王五 manager, 管理员 admin): channels,
+friends, callbacks and outbox commands; the 404 page echoes a long unbroken id. One browser and one
+seeded scrm serve the whole module.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from werkzeug.serving import make_server
+
+from tests.conftest import SandboxServer, Scrm, build_scrm
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1280, "height": 800}
+SHOTS = Path("/tmp")
+# An id long enough to break any layout that does not wrap it (shown back on the 404 page).
+LONG_ID = "wm" + "LongExternalUseridWithoutSpaces" * 4
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="Debian's Chromium (/usr/bin/chromium) is not installed; `make chromium` installs it",
+    ),
+]
+
+# Measures the page: the document width, and every visible element whose box ends past the right
+# edge of the window, unless an ancestor scrolls sideways by design.
+MEASURE = """
+() => {
+  const limit = window.innerWidth + 0.5;
+  const scrollsSideways = (el) => {
+    for (let p = el.parentElement; p && p !== document.body; p = p.parentElement) {
+      const ox = getComputedStyle(p).overflowX;
+      if (ox === "auto" || ox === "scroll") return true;
+    }
+    return false;
+  };
+  const describe = (el) => {
+    let s = el.tagName.toLowerCase();
+    if (el.id) s += "#" + el.id;
+    if (el.classList.length) s += "." + [...el.classList].join(".");
+    const text = (el.textContent || "").trim().replace(/\\s+/g, " ").slice(0, 40);
+    return s + (text ? ` "${text}"` : "");
+  };
+  const wide = [];
+  for (const el of document.body.querySelectorAll("*")) {
+    const box = el.getBoundingClientRect();
+    if (box.width === 0 && box.height === 0) continue;
+    const style = getComputedStyle(el);
+    if (style.visibility === "hidden" || style.display === "none") continue;
+    if (box.right > limit && !scrollsSideways(el)) wide.push(`${describe(el)} right=${Math.round(box.right)}`);
+  }
+  return {
+    scrollWidth: document.documentElement.scrollWidth,
+    innerWidth: window.innerWidth,
+    wide: wide.slice(0, 15),
+  };
+}
+"""
+
+
+def _serve(app: Any) -> tuple[Any, str]:
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_port}"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scrm]:
+    """A scrm on its own SQLite file, seeded the way `make run` seeds a newcomer's corp."""
+    from scrm import demo
+    from scrm.migrations import upgrade
+    from scrm.sandbox import Sandbox
+
+    url = f"sqlite:///{tmp_path_factory.mktemp('phone') / 'scrm-phone.db'}"
+    upgrade(url)
+    sandbox = Sandbox.create(None, seed_demo=True)
+    sandbox_server, sandbox_url = _serve(sandbox.app)
+    harness, server = build_scrm(url, SandboxServer(sandbox, sandbox_url))
+    try:
+        # The demo's customers scan codes in the sandbox, which then calls scrm back here.
+        requests.post(
+            sandbox_url + "/_admin/webhook", json={"url": harness.callback_url}, timeout=10
+        ).raise_for_status()
+        demo.seed(harness.ctx)
+        harness.settle()
+        yield harness
+    finally:
+        harness.app.extensions["scrm.pool"].wait_idle()
+        server.shutdown()
+        harness.app.extensions["scrm.pool"].shutdown()
+        harness.ctx.engine.dispose()
+        sandbox_server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def assert_fits(page: Any, what: str, *, logout: bool = True, shot: str | None = None) -> None:
+    page.wait_for_load_state("load")
+    if shot:
+        page.screenshot(path=str(SHOTS / shot), full_page=True)
+    m = page.evaluate(MEASURE)
+    assert m["scrollWidth"] <= m["innerWidth"], (
+        f"{what}: page is {m['scrollWidth']}px wide in a {m['innerWidth']}px window: {m['wide']}"
+    )
+    assert not m["wide"], f"{what}: elements past the right edge: {m['wide']}"
+    if logout:
+        button = page.get_by_role("button", name="退出 Logout")
+        assert button.is_visible(), f"{what}: no visible Logout"
+        box = button.bounding_box()
+        assert box is not None
+        assert box["x"] >= 0 and box["x"] + box["width"] <= m["innerWidth"], (
+            f"{what}: Logout is off-screen: {box}"
+        )
+
+
+def log_in(page: Any, base: str, userid: str) -> None:
+    page.goto(base + "/console/login")
+    assert_fits(page, "login", logout=False)
+    page.select_option("#userid", userid)
+    page.get_by_role("button", name="登录 Log in").click()
+    page.wait_for_url("**/console/friends")
+
+
+def log_out(page: Any, what: str) -> None:
+    page.get_by_role("button", name="退出 Logout").click()
+    page.wait_for_url("**/console/login")
+    assert_fits(page, f"{what}: login after logout", logout=False)
+
+
+def visit(page: Any, base: str, path: str, what: str, status: int = 200, shot: str | None = None) -> None:
+    response = page.goto(base + path)
+    assert response is not None and response.status == status, (
+        f"{what}: {path} answered {response and response.status}"
+    )
+    assert_fits(page, what, shot=shot)
+
+
+def open_first_friend(page: Any, base: str, what: str, shot: str | None = None) -> None:
+    page.goto(base + "/console/friends?status=all")
+    link = page.locator("#friends-table a[href*='/console/friends/']").first
+    link.click()
+    page.wait_for_selector("#timeline, .card")
+    assert "/console/friends/" in page.url
+    assert_fits(page, what, shot=shot)
+
+
+def channel_form_with_error(page: Any, base: str, what: str, shot: str | None = None) -> None:
+    page.goto(base + "/console/channels")
+    assert page.locator("#ch-name").get_attribute("maxlength") == "30"
+    page.fill("#ch-name", "")
+    page.fill("#ch-welcome", "留着 keep")
+    page.get_by_role("button", name="创建 Create").click()
+    page.wait_for_selector("#form-error")
+    assert_fits(page, what, shot=shot)
+
+
+def tag(viewport: dict[str, int]) -> str:
+    return "phone" if viewport is PHONE else "desktop"
+
+
+@pytest.mark.parametrize("viewport", [PHONE, DESKTOP], ids=["390", "1280"])
+def test_rep_pages_fit(site: Scrm, browser: Any, viewport: dict[str, int]) -> None:
+    context = browser.new_context(viewport=viewport)
+    page = context.new_page()
+    base = site.url
+    log_in(page, base, "zhangsan")
+    visit(page, base, "/console/friends", "rep friends", shot=f"scrm-{tag(viewport)}-rep-friends.png")
+    visit(page, base, "/console/friends?status=all&limit=20", "rep friends (all)")
+    open_first_friend(page, base, "rep friend detail", shot=f"scrm-{tag(viewport)}-rep-detail.png")
+    visit(page, base, "/console/channels", "rep forbidden channels", status=403)
+    visit(page, base, f"/console/friends/{LONG_ID}", "rep forbidden friend", status=403)
+    visit(page, base, "/console/friends?limit=lots", "rep bad request", status=400)
+    visit(page, base, "/console/logout", "rep logout page")
+    log_out(page, "rep")
+    context.close()
+
+
+@pytest.mark.parametrize("viewport", [PHONE, DESKTOP], ids=["390", "1280"])
+def test_manager_pages_fit(site: Scrm, browser: Any, viewport: dict[str, int]) -> None:
+    context = browser.new_context(viewport=viewport)
+    page = context.new_page()
+    base = site.url
+    log_in(page, base, "wangwu")
+    visit(
+        page,
+        base,
+        "/console/friends?status=all",
+        "manager friends",
+        shot=f"scrm-{tag(viewport)}-manager-friends.png",
+    )
+    open_first_friend(page, base, "manager friend detail")
+    visit(page, base, "/console/channels", "manager channels", shot=f"scrm-{tag(viewport)}-channels.png")
+    channel_form_with_error(
+        page, base, "manager channel form with an error", shot=f"scrm-{tag(viewport)}-channel-error.png"
+    )
+    visit(
+        page,
+        base,
+        f"/console/friends/{LONG_ID}",
+        "manager unknown friend",
+        status=404,
+        shot=f"scrm-{tag(viewport)}-404.png",
+    )
+    visit(page, base, "/console/events", "manager forbidden events", status=403)
+    visit(page, base, "/console/logout", "manager logout page")
+    log_out(page, "manager")
+    context.close()
+
+
+@pytest.mark.parametrize("viewport", [PHONE, DESKTOP], ids=["390", "1280"])
+def test_admin_pages_fit(site: Scrm, browser: Any, viewport: dict[str, int]) -> None:
+    context = browser.new_context(viewport=viewport)
+    page = context.new_page()
+    base = site.url
+    log_in(page, base, "admin")
+    visit(page, base, "/console/friends?status=all&limit=100", "admin friends")
+    open_first_friend(page, base, "admin friend detail")
+    visit(page, base, "/console/channels", "admin channels")
+    channel_form_with_error(page, base, "admin channel form with an error")
+    visit(page, base, "/console/events", "admin events", shot=f"scrm-{tag(viewport)}-events.png")
+    visit(page, base, "/console/events?status=problem", "admin failed events")
+    visit(page, base, "/console/outbox", "admin outbox", shot=f"scrm-{tag(viewport)}-outbox.png")
+    visit(page, base, "/console/outbox?status=dead", "admin dead letters")
+    visit(page, base, "/console/outbox?status=nope", "admin bad status", status=400)
+    visit(page, base, f"/console/friends/{LONG_ID}", "admin unknown friend", status=404)
+    visit(page, base, "/console/logout", "admin logout page")
+    log_out(page, "admin")
+    context.close()
+
+
+@pytest.mark.parametrize("viewport", [PHONE, DESKTOP], ids=["390", "1280"])
+def test_logged_out_pages_fit(site: Scrm, browser: Any, viewport: dict[str, int]) -> None:
+    context = browser.new_context(viewport=viewport)
+    page = context.new_page()
+    page.goto(site.url + "/console/friends")
+    page.wait_for_url("**/console/login**")
+    assert_fits(page, "login", logout=False, shot=f"scrm-{tag(viewport)}-login.png")
+    response = page.goto(site.url + "/console/logout")
+    assert response is not None and response.status == 200
+    assert_fits(page, "logout page, logged out", logout=False)
+    context.close()
