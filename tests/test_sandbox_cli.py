@@ -121,6 +121,10 @@ def test_the_serve_file_finds_a_scrm_on_any_port(
     assert path.exists()
     remove_serve_file(instance)
     assert not path.exists()
+    remove_serve_file(instance)  # already gone: fine
+
+    write_serve_file(instance, "http://0.0.0.0:8731")  # a wildcard bind is dialled on loopback
+    assert read_serve_file(instance) == {"url": "http://127.0.0.1:8731", "pid": os.getpid()}
 
 
 def test_a_stale_serve_file_is_skipped_for_scrm_public_url(

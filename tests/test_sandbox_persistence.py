@@ -4,6 +4,8 @@ writes what is pending, and the file reloads to the same world."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -79,3 +81,15 @@ def test_a_clean_state_writes_nothing_and_a_file_less_state_never_writes(tmp_pat
     memory.seed_demo_world()
     memory.flush()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_process_that_exits_without_flushing_leaves_its_changes_on_disk(tmp_path: Path) -> None:
+    path = tmp_path / "sandbox.json"
+    script = (
+        "import sys; from pathlib import Path; from scrm.sandbox import SandboxState; "
+        "s = SandboxState(Path(sys.argv[1])); s.seed_demo_world(); print(s.add_customer('退出前'))"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    ext = done.stdout.strip()
+    assert SandboxState(path).customers[ext]["name"] == "退出前"  # written at exit, not lost

@@ -4,7 +4,8 @@ It exists because WeCom cannot be reached from development machines and demo use
 scrm's real client (wechatpy + requests) talks to the sandbox over HTTP, and switching to the real
 WeCom is only a base-URL setting. The package talks to the product over HTTP only; it never imports
 scrm's models, services, handlers, web or jobs. ``Sandbox`` bundles a state, its app and a driver
-factory for the composition roots and tests; nothing is created at import time.
+factory for the composition roots and tests; nothing is created at import time. ``scrm.sandbox.cli``
+holds the ``scrm sandbox`` commands and the serve file through which they find a running scrm.
 """
 
 from __future__ import annotations

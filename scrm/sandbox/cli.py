@@ -155,7 +155,7 @@ def find_sandbox(url: str | None) -> str:
     tried = []
     instance = config.instance_dir()
     info = read_serve_file(instance)
-    serve_file = instance / SERVE_FILE
+    serve_file = (instance / SERVE_FILE).absolute()  # absolute: the message must not depend on cwd
     if info is None:
         tried.append(f"{serve_file}: none")
     elif not _pid_alive(info.get("pid")):
