@@ -8,11 +8,11 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from handlers import register
-from scrm.services import friends
+from scrm.directory import service as directory
 from scrm.wecom.parse import Envelope
 
 
 @register("text", "", "")
 def on_text(session: Session, envelope: Envelope, _: Any, __: int | None) -> None:
     # Make sure the rep exists so the console can show who talks to the bot.
-    friends.ensure_staff(session, envelope.from_user)
+    directory.ensure_staff(session, envelope.from_user)

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from handlers import register
-from scrm.services import groups
+from scrm.groups import service as groups
 from scrm.timeutil import from_unix
 from scrm.wecom.gateway import WeComGateway
 from scrm.wecom.parse import Envelope

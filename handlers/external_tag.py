@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from handlers import register
-from scrm.services import tags
+from scrm.tags import service as tags
 from scrm.wecom.gateway import WeComGateway
 from scrm.wecom.parse import Envelope
 

@@ -1,8 +1,9 @@
 """Nightly reconciliation: WeCom does not promise delivery (REFERENCE §1.7), so pull its lists.
 
-Customers per follow user (batch/get_by_user), the tag library and customer groups are pulled and
-upserted; a friendship WeCom no longer lists is closed. WeCom calls happen outside transactions;
-each page is applied in its own short transaction.
+The directory's departments, customers per follow user (batch/get_by_user), the tag library and
+customer groups are pulled and upserted; a friendship WeCom no longer lists is closed. WeCom calls
+happen outside transactions; each page is applied in its own short transaction. What a page says
+is stamped with when it was read, so a callback applied meanwhile (newer) is never undone.
 """
 
 from __future__ import annotations
@@ -12,10 +13,14 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import select
 
+from scrm.context import Context
 from scrm.db import transaction
-from scrm.models import Friendship, FriendshipStatus
-from scrm.services import friends, groups, tags
-from scrm.services.context import Context
+from scrm.directory import service as directory
+from scrm.errors import WeComError
+from scrm.friends import service as friends
+from scrm.friends.models import OPEN_STATUSES, Friendship, FriendshipStatus
+from scrm.groups import service as groups
+from scrm.tags import service as tags
 from scrm.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -35,10 +40,18 @@ class ReconcileReport:
 def run(ctx: Context) -> ReconcileReport:
     report = ReconcileReport()
     gw = ctx.gateway
+    try:
+        departments = gw.list_departments()
+    except WeComError as error:  # the directory needs its own permission; customers do not
+        report.errors.append(f"department/list: {error.message}")
+    else:
+        with transaction(ctx.session_factory) as session:
+            directory.sync_departments(session, departments)
     tag_groups = gw.get_corp_tag_list()
     with transaction(ctx.session_factory) as session:
         report.tag_groups, _ = tags.sync_library(session, tag_groups)
 
+    listed_at = utcnow()
     userids = gw.list_follow_users()
     report.follow_users = len(userids)
     seen: set[tuple[str, str]] = set()
@@ -46,6 +59,7 @@ def run(ctx: Context) -> ReconcileReport:
         chunk = userids[start : start + 100]
         cursor = ""
         while True:
+            read_at = utcnow()
             page = gw.batch_get_by_user(chunk, cursor)
             with transaction(ctx.session_factory) as session:
                 for item in page.get("external_contact_list", []):
@@ -55,36 +69,31 @@ def run(ctx: Context) -> ReconcileReport:
                     seen.add(key)
                     report.friendships_seen += 1
                     existing = friends.find(session, *key)
-                    if existing is None or existing.status not in (
-                        FriendshipStatus.ACTIVE,
-                        FriendshipStatus.HALF,
-                    ):
-                        if existing is None:
-                            report.friendships_added += 1
-                        friends.record_add(
-                            session,
-                            userid=key[1],
-                            external_userid=key[0],
-                            detail={"external_contact": contact, "follow_user": [follow]},
-                            state=str(follow.get("state") or ""),
-                            is_half=False,
-                            occurred_at=utcnow(),
-                            inbox_id=None,
+                    if existing is None or existing.status not in OPEN_STATUSES:
+                        report.friendships_added += 1 if existing is None else 0
+                        event = friends.AddEvent(
+                            key[1], key[0], str(follow.get("state") or ""), False, read_at, None
                         )
+                        detail = friends.Detail(
+                            {"external_contact": contact, "follow_user": [follow]}, read_at
+                        )
+                        friends.record_add(session, event, detail)
             cursor = page.get("next_cursor") or ""
             if not cursor:
                 break
     with transaction(ctx.session_factory) as session:
         active = session.scalars(
             select(Friendship).where(
-                Friendship.status.in_((FriendshipStatus.ACTIVE, FriendshipStatus.HALF)),
+                Friendship.status.in_(OPEN_STATUSES),
+                Friendship.status_at < listed_at,  # an add applied since the listing began stays
                 Friendship.userid.in_(userids) if userids else Friendship.id.is_(None),
             )
         )
         for friendship in active:
             if (friendship.external_userid, friendship.userid) not in seen:
                 friendship.status = FriendshipStatus.REMOVED_BY_REP
-                friendship.removed_at = utcnow()
+                friendship.status_at = listed_at
+                friendship.removed_at = listed_at
                 friendship.removed_by = "reconcile"
                 report.friendships_closed += 1
 
@@ -92,9 +101,9 @@ def run(ctx: Context) -> ReconcileReport:
     while True:
         page = gw.list_group_chats(cursor)
         for entry in page.get("group_chat_list", []):
-            detail = gw.get_group_chat(entry["chat_id"])
+            group_detail = gw.get_group_chat(entry["chat_id"])
             with transaction(ctx.session_factory) as session:
-                groups.upsert_group(session, detail)
+                groups.upsert_group(session, group_detail)
             report.groups += 1
         cursor = page.get("next_cursor") or ""
         if not cursor:

@@ -1,9 +1,10 @@
 """Units of work over the inbox and the outbox; each owns its transactions (DESIGN §6.1).
 
-Events are claimed in batches with one statement, their WeCom reads run outside any transaction,
-and they apply in short transactions (a savepoint per event only once one of them has failed).
-Outbox rows are claimed the same way, sent outside transactions, and their outcomes recorded
-together. The scheduler's ticks and the web's after-ack pool are thin callers of what is here.
+Events are claimed in batches with one statement; their WeCom reads run outside any transaction,
+side by side; then they apply in a short transaction, each in its own savepoint so one failure
+costs only that event. Outbox rows are claimed one at a time by each sender thread, sent outside
+any transaction, and their outcome recorded by the claim's holder. The scheduler's ticks and the
+web's after-ack pool are thin callers of what is here.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Executor
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -22,12 +23,16 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 import handlers
-from scrm.db import drop_session_caches, step_aside, transaction
+from scrm.context import Context
+from scrm.db import transaction
 from scrm.errors import WeComError, WeComRetryable
-from scrm.models import InboxStatus, OutboxKind, OutboxStatus
-from scrm.services import inbox, outbox
-from scrm.services.context import Context
-from scrm.services.welcome import WelcomeSend
+from scrm.friends import queries as friend_queries
+from scrm.friends import service as friends
+from scrm.inbox import service as inbox
+from scrm.inbox.models import InboxStatus
+from scrm.outbox import kinds
+from scrm.outbox import service as outbox
+from scrm.outbox.models import OutboxStatus
 from scrm.timeutil import utcnow
 from scrm.wecom.parse import Envelope, parse_envelope
 
@@ -38,12 +43,9 @@ R = TypeVar("R")
 
 current_event_id: ContextVar[int | None] = ContextVar("current_event_id", default=None)
 
-
-# A batch applies its events in transactions of about this long: enough to spread the cost of a
-# commit over many events, short enough that on SQLite a web worker waiting to store a callback
-# (the one writer lock) is never held up by much more than that.
-APPLY_BUDGET_S = 0.015
 BATCH = 32
+# Events applied in one transaction (each in its own savepoint).
+APPLY_CHUNK = 16
 
 
 @dataclass
@@ -69,22 +71,25 @@ def process_claimed(
     """Run the handlers of claimed events and record each outcome; returns each event's status.
 
     WeCom reads (``prepare``) run first, outside any transaction and side by side on ``pool``.
-    Then the events apply in a few short transactions. Should one event fail, its transaction
-    is run again with each event in its own savepoint: the failure rolls back that event only and
-    is recorded on its row for a retry with backoff. With ``send_queued`` the WeCom writes the
-    handlers queued are sent right away instead of waiting for the outbox tick.
+    Then the events apply in short transactions, each in a savepoint: a failure rolls back that
+    event only and is recorded on its row for a retry with backoff. With ``send_queued`` the
+    WeCom writes the handlers queued are sent right away instead of waiting for the outbox tick.
     """
     staged = _map(pool, lambda event: _prepare(ctx, event), events)
     failures = {s.event.id: s.error for s in staged if s.error is not None}
     ready = [s for s in staged if s.error is None]
     statuses: dict[int, InboxStatus] = {}
     queued: list[int] = []
-    start = 0
-    while start < len(ready):
-        taken, applied, more = _apply_next_chunk(ctx, ready, start, failures, send_queued)
+    for start in range(0, len(ready), APPLY_CHUNK):
+        chunk = ready[start : start + APPLY_CHUNK]
+        try:
+            applied, more = _apply_chunk(ctx, chunk, failures, send_queued)
+        except Exception as error:  # noqa: BLE001 - the transaction itself failed (the database)
+            for item in chunk:
+                failures[item.event.id] = error
+            continue
         statuses.update(applied)
         queued += more
-        start += len(taken)
     if failures:
         statuses.update(_record_failures(ctx, failures))
     if queued:
@@ -92,61 +97,17 @@ def process_claimed(
     return statuses
 
 
-def _apply_next_chunk(
-    ctx: Context, ready: list[Staged], start: int, failures: dict[int, BaseException], send_queued: bool
-) -> tuple[list[Staged], dict[int, InboxStatus], list[int]]:
-    """Apply the events from ``ready[start]`` on that fit one transaction; returns the events
-    taken, their statuses and the outbox rows they queued (see ``_apply_chunk``).
-
-    Optimistically without savepoints: events rarely fail, and a savepoint per event cost more
-    than many an event's own writes (two more round-trips on PostgreSQL). If the transaction
-    fails, the same events run again with a savepoint each, so only a failing event is rolled
-    back. Failures that no savepoint explains — the database itself — fail every event taken,
-    or all that are left when none was, for a retry with backoff.
-    """
-    taken: list[Staged] = []
-    try:
-        return taken, *_apply_chunk(ctx, _within_budget(ready, start, taken), None, send_queued)
-    except Exception as error:  # noqa: BLE001 - rolled back whole; sorted out below
-        failure: BaseException = error
-    if taken:
-        try:
-            return taken, *_apply_chunk(ctx, iter(taken), failures, send_queued)
-        except Exception as error:  # noqa: BLE001 - the transaction itself failed
-            failure = error
-    else:
-        taken = ready[start:]
-    for item in taken:
-        failures[item.event.id] = failure
-    return taken, {}, []
-
-
-def _within_budget(ready: list[Staged], start: int, taken: list[Staged]) -> Iterator[Staged]:
-    """Events from ``ready[start:]`` for as long as ``APPLY_BUDGET_S`` lasts (at least one), the
-    clock starting at the first; each one handed out is also appended to ``taken``."""
-    began = time.monotonic()
-    for item in ready[start:]:
-        if taken and time.monotonic() - began >= APPLY_BUDGET_S:
-            return
-        taken.append(item)
-        yield item
-
-
 def _apply_chunk(
-    ctx: Context, items: Iterator[Staged], failures: dict[int, BaseException] | None, send_queued: bool
+    ctx: Context, chunk: list[Staged], failures: dict[int, BaseException], send_queued: bool
 ) -> tuple[dict[int, InboxStatus], list[int]]:
-    """Apply events in one transaction and close their inbox rows; returns their statuses and,
-    with ``send_queued``, the outbox rows they queued. ``failures``: see ``_apply``."""
     applied: dict[int, InboxStatus] = {}
     with transaction(ctx.session_factory) as session:
-        began = time.monotonic()
-        for item in items:
+        for item in chunk:
             status = _apply(session, item, failures)
             if status is not None:
                 applied[item.event.id] = status
         inbox.mark_done_many(session, applied)
         queued = outbox.pending_for_events(session, list(applied)) if send_queued and applied else []
-    step_aside(ctx.engine, time.monotonic() - began, urgent_work_behind=outbox.welcomes_behind(ctx.engine))
     return applied, queued
 
 
@@ -165,23 +126,18 @@ def _prepare(ctx: Context, event: inbox.ClaimedEvent) -> Staged:
     return staged
 
 
-def _apply(session: Session, item: Staged, failures: dict[int, BaseException] | None) -> InboxStatus | None:
-    """Apply one event. With ``failures``, in a savepoint: a failure rolls back this event only
-    and is recorded there. Without, a failure propagates and takes its transaction with it."""
+def _apply(session: Session, item: Staged, failures: dict[int, BaseException]) -> InboxStatus | None:
+    """Apply one event in a savepoint: a failure rolls back this event only and is recorded."""
     token = current_event_id.set(item.event.id)
     try:
         if item.handler is None:
             return InboxStatus.IGNORED
         assert item.envelope is not None
-        if failures is None:
-            item.handler.apply(session, item.envelope, item.prepared, item.event.id)
-            return InboxStatus.DONE
         try:
             with session.begin_nested():
                 item.handler.apply(session, item.envelope, item.prepared, item.event.id)
             return InboxStatus.DONE
         except Exception as exc:  # noqa: BLE001 - this event's savepoint is rolled back; the rest go on
-            drop_session_caches(session)
             failures[item.event.id] = exc
             return None
     finally:
@@ -240,91 +196,15 @@ def process_event(
     return result
 
 
-def wire_key(idempotency_key: str, created_at: datetime) -> str:
-    # The key WeCom-side dedupe sees also names the row's creation instant: a rebuilt database
-    # reuses ids, and its new writes must not be taken for replays of old ones.
-    return f"{idempotency_key}@{created_at.timestamp():.6f}"
-
-
-def _attempt(
-    ctx: Context, kind: OutboxKind, payload: dict[str, Any], key: str
-) -> dict[str, Any] | WeComError:
-    """One WeCom write, outside any transaction; never raises — the outcome is recorded."""
-    try:
-        return ctx.gateway.execute(kind, payload, key)
-    except WeComError as exc:
-        return exc
-    except Exception as exc:  # noqa: BLE001 - release the claim whatever happened; never leave it leased
-        log.exception("outbox %s call failed unexpectedly", kind)
-        return WeComRetryable(f"{type(exc).__name__} while sending")
-
-
-def send_claimed(ctx: Context, claimed: list[outbox.Claimed], pool: Executor | None = None) -> int:
-    """Send claimed outbox rows (side by side on ``pool``), then record every outcome in one
-    transaction; returns how many are now sent."""
-    if not claimed:
-        return 0
-    results = _map(
-        pool, lambda c: _attempt(ctx, c.kind, c.payload, wire_key(c.idempotency_key, c.created_at)), claimed
-    )
-    outcomes = {c.id: result for c, result in zip(claimed, results, strict=True)}
-    with transaction(ctx.session_factory) as session:
-        statuses = outbox.record_outcomes(session, outcomes, ctx.settings.outbox_max_attempts)
-    return sum(1 for status in statuses.values() if status is OutboxStatus.SENT)
-
-
-def send_due(
-    ctx: Context,
-    pool: Executor | None = None,
-    *,
-    ids: list[int] | None = None,
-    min_priority: int | None = None,
-    limit: int = 200,
-) -> int:
-    """Claim due outbox rows (all, only ``ids``, or only the urgent ones) and send them."""
-    with transaction(ctx.session_factory) as session:
-        claimed = outbox.claim_due(session, limit=limit, ids=ids, min_priority=min_priority)
-    return send_claimed(ctx, claimed, pool)
-
-
-def drain_outbox(
-    ctx: Context, limit: int = 200, pool: Executor | None = None, leave_urgent_for: timedelta | None = None
-) -> int:
-    """Send every due outbox row, ``limit`` at a time; returns how many were sent."""
-    total = 0
-    while True:
-        with transaction(ctx.session_factory) as session:
-            claimed = outbox.claim_due(session, limit=limit, leave_urgent_for=leave_urgent_for)
-        total += send_claimed(ctx, claimed, pool)
-        if len(claimed) < limit:
-            return total
-
-
-def drain_outbox_tick(ctx: Context) -> int:
-    """The scheduler's outbox tick (every 1 s): every due write, leaving welcome messages to the
-    welcome lane unless they have waited past its grace (the lane is down or behind)."""
-    return drain_outbox(ctx, leave_urgent_for=outbox.WELCOME_LANE_GRACE)
-
-
-def dispatch_inbox(
-    ctx: Context,
-    pool: Executor,
-    welcomes_idle: threading.Event | None = None,
-    limit: int = BATCH,
-    max_events: int = 5000,
-) -> int:
-    """The scheduler's fast tick: process due events in batches until none is left.
+def dispatch_inbox(ctx: Context, pool: Executor, limit: int = BATCH, max_events: int = 5000) -> int:
+    """The scheduler's dispatch tick: process due events in batches until none is left.
 
     Rows are claimed with compare-and-set, so a web worker (or another scheduler replica)
-    working the same rows never runs an event twice. Between batches the tick steps aside while
-    welcome messages are being sent (``welcomes_idle`` cleared): those race a 20 s clock, the
-    handlers do not, and in one Python process only one thread runs at a time.
+    working the same rows never runs an event twice.
     """
     done = 0
     handled = 0
     while handled < max_events:
-        if welcomes_idle is not None:
-            welcomes_idle.wait(timeout=2.0)
         with transaction(ctx.session_factory) as session:
             events = inbox.claim_due(session, limit=limit)
         if not events:
@@ -335,13 +215,127 @@ def dispatch_inbox(
     return done
 
 
-def send_due_welcomes(ctx: Context, pool: Executor, welcomes_idle: threading.Event) -> int:
-    """The scheduler's welcome tick (every 0.1 s): send pending welcome messages first of all."""
-    welcomes_idle.clear()
+def refresh_awaiting_details(ctx: Context, limit: int = 50) -> int:
+    """Read WeCom's detail of friends recorded from their event alone, and bring it in (person,
+    remark, tags, link to a lead or customer). A read that still fails leaves them waiting for
+    the next tick. Returns how many were completed."""
+    with ctx.session_factory() as session:
+        waiting = friend_queries.awaiting_detail(session, limit)
+    completed = 0
+    for external_userid, userid in waiting:
+        try:
+            detail = friends.Detail(ctx.gateway.get_external_contact(external_userid), utcnow())
+        except WeComError as error:
+            log.info("detail of %s still unavailable (%s)", external_userid, error.code)
+            break  # WeCom is not answering; the next tick tries again
+        with transaction(ctx.session_factory) as session:
+            friendship = friends.find(session, external_userid, userid)
+            if friendship is not None and friendship.awaiting_detail_at is not None:
+                friends.apply_detail(session, friendship, detail)
+                completed += 1
+    return completed
+
+
+# --- the outbox --------------------------------------------------------------------------------
+
+
+def wire_key(idempotency_key: str, created_at: datetime) -> str:
+    # The key WeCom-side dedupe sees also names the row's creation instant: a rebuilt database
+    # reuses ids, and its new writes must not be taken for replays of old ones.
+    return f"{idempotency_key}@{created_at.timestamp():.6f}"
+
+
+def _attempt(ctx: Context, claimed: outbox.Claimed) -> dict[str, Any] | WeComError:
+    """One WeCom write, outside any transaction; never raises — the outcome is recorded."""
     try:
-        return send_due(ctx, pool, min_priority=outbox.WELCOME_PRIORITY)
-    finally:
-        welcomes_idle.set()
+        kind = kinds.get(claimed.kind)
+        body = kind.render(ctx.gateway, claimed.payload) if kind.render is not None else claimed.payload
+        return ctx.gateway.write(kind.path, body, wire_key(claimed.idempotency_key, claimed.created_at))
+    except WeComError as exc:
+        return exc
+    except Exception as exc:  # noqa: BLE001 - record whatever happened; never leave it leased
+        log.exception("outbox %s (%s) call failed unexpectedly", claimed.id, claimed.kind)
+        return WeComRetryable(f"{type(exc).__name__} while sending")
+
+
+def send_one(
+    ctx: Context,
+    *,
+    urgent_only: bool = False,
+    leave_urgent_for: timedelta | None = None,
+    ids: list[int] | None = None,
+) -> OutboxStatus | None:
+    """Claim one due write, send it, record the outcome; None when nothing was due."""
+    handlers.load_all()  # every outbox kind is registered by the domain that owns it
+    with transaction(ctx.session_factory) as session:
+        claimed = outbox.claim_next(
+            session,
+            call_timeout_s=ctx.settings.wecom_timeout_s,
+            urgent_only=urgent_only,
+            leave_urgent_for=leave_urgent_for,
+            ids=ids,
+        )
+    if claimed is None:
+        return None
+    result = _attempt(ctx, claimed)
+    with transaction(ctx.session_factory) as session:
+        status = outbox.record_outcome(session, claimed, result, ctx.settings.outbox_max_attempts)
+    return status if status is not None else OutboxStatus.SENDING
+
+
+def send_due(
+    ctx: Context,
+    pool: Executor | None = None,
+    *,
+    ids: list[int] | None = None,
+    urgent_only: bool = False,
+    leave_urgent_for: timedelta | None = None,
+    senders: int = 8,
+    limit: int = 1000,
+) -> int:
+    """Send due writes until none is left (or ``limit`` attempts): ``senders`` claimers side by
+    side on ``pool``, each claiming one row at a time. Returns how many were sent."""
+    counts = {"attempts": 0, "sent": 0}
+    lock = threading.Lock()
+
+    def sender() -> None:
+        while True:
+            with lock:
+                if counts["attempts"] >= limit:
+                    return
+                counts["attempts"] += 1
+            status = send_one(ctx, urgent_only=urgent_only, leave_urgent_for=leave_urgent_for, ids=ids)
+            if status is None:
+                return
+            if status is OutboxStatus.SENT:
+                with lock:
+                    counts["sent"] += 1
+
+    if pool is None or senders < 2:
+        sender()
+    else:
+        for future in [pool.submit(sender) for _ in range(senders)]:
+            future.result()
+    return counts["sent"]
+
+
+def drain_outbox(
+    ctx: Context, pool: Executor | None = None, leave_urgent_for: timedelta | None = None
+) -> int:
+    """Send every due outbox row; returns how many were sent."""
+    return send_due(ctx, pool, leave_urgent_for=leave_urgent_for)
+
+
+def drain_outbox_tick(ctx: Context, pool: Executor) -> int:
+    """The scheduler's outbox tick (every 1 s): every due write, leaving welcome messages to the
+    welcome lane unless they have waited past its grace (the lane is down or behind)."""
+    return drain_outbox(ctx, pool, leave_urgent_for=outbox.URGENT_LANE_GRACE)
+
+
+def send_due_welcomes(ctx: Context, pool: Executor, senders: int) -> int:
+    """The scheduler's welcome tick (every 0.1 s): welcome messages, ``senders`` at a time so a
+    slow WeCom does not cap the lane at one welcome per call's latency."""
+    return send_due(ctx, pool, urgent_only=True, senders=senders)
 
 
 def after_ack(ctx: Context, inbox_id: int | None) -> None:
@@ -354,16 +348,49 @@ def after_ack(ctx: Context, inbox_id: int | None) -> None:
         log.exception("after-ack work for inbox %s failed; the scheduler will retry", inbox_id)
 
 
-def send_welcome(ctx: Context, welcome: WelcomeSend) -> None:
-    """Send a welcome ``inbox.accept`` stored already claimed; its code dies in 20 s."""
+def send_welcome(ctx: Context, command_id: int) -> None:
+    """Send a welcome the callback just queued; its code dies in 20 s."""
     try:
-        if welcome.expires_at <= utcnow():
-            with transaction(ctx.session_factory) as session:
-                outbox.record_expired(session, [welcome.command_id])
-            return
-        key = wire_key(welcome.idempotency_key, welcome.created_at)
-        result = _attempt(ctx, OutboxKind.SEND_WELCOME_MSG, dict(welcome.payload), key)
-        with transaction(ctx.session_factory) as session:
-            outbox.record_outcomes(session, {welcome.command_id: result}, ctx.settings.outbox_max_attempts)
-    except Exception:  # noqa: BLE001 - background thread: the outbox tick retries after the lease
-        log.exception("sending welcome %s failed; the scheduler will retry", welcome.command_id)
+        send_one(ctx, ids=[command_id])
+    except Exception:  # noqa: BLE001 - background thread: the welcome tick retries
+        log.exception("sending welcome %s failed; the scheduler will retry", command_id)
+
+
+class QuietFailures:
+    """Wraps a tick so that while a cause persists (the database is down) it logs one line per
+    ``every_s`` with how many runs failed, not a traceback per run; the first failure of a
+    streak is logged in full."""
+
+    def __init__(self, name: str, tick: Callable[..., Any], every_s: float = 30.0) -> None:
+        self.name = name
+        self._tick = tick
+        self._every_s = every_s
+        self._failures = 0
+        self._since_logged = 0
+        self._last_logged = 0.0
+
+    def __call__(self, *args: Any) -> Any:
+        try:
+            result = self._tick(*args)
+        except Exception as error:  # noqa: BLE001 - a tick must not die; it runs again
+            self._failures += 1
+            self._since_logged += 1
+            now = time.monotonic()
+            if self._failures == 1:
+                log.exception("tick %s failed; retrying every run", self.name)
+                self._last_logged, self._since_logged = now, 0
+            elif now - self._last_logged >= self._every_s:
+                log.error(
+                    "tick %s still failing: %s runs in %.0f s (%s: %s)",
+                    self.name,
+                    self._since_logged,
+                    now - self._last_logged,
+                    type(error).__name__,
+                    error,
+                )
+                self._last_logged, self._since_logged = now, 0
+            return None
+        if self._failures:
+            log.warning("tick %s recovered after %s failed runs", self.name, self._failures)
+            self._failures = self._since_logged = 0
+        return result

@@ -8,6 +8,7 @@ sandbox at ``/sandbox`` when the base URL points at it, and installs logging.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -18,8 +19,7 @@ from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
 from config import Settings, instance_dir, load_settings
 from jobs import work
-from scrm.services.context import Context
-from scrm.services.welcome import WelcomeSend
+from scrm.context import Context
 from scrm.web import api, auth, callback, console, errors
 from scrm.web.runtime import WebRuntime
 from scrm.wecom.crypto import CallbackCrypto
@@ -39,8 +39,7 @@ class AfterAckPool:
     def __init__(self, ctx: Context, threads: int) -> None:
         self._ctx = ctx
         self.enabled = threads > 0
-        # Eight, not two: each sender records its outcome in a transaction, and on SQLite those
-        # queue for the one writer; more senders keep the WeCom calls flowing meanwhile.
+        # Eight: each sender waits on WeCom and then on the database; more keep the calls flowing.
         self._welcome = ThreadPoolExecutor(max_workers=8, thread_name_prefix="welcome") if threads else None
         self._handlers = (
             ThreadPoolExecutor(max_workers=threads, thread_name_prefix="after-ack") if threads else None
@@ -48,9 +47,9 @@ class AfterAckPool:
         self._pending: set[Future[Any]] = set()
         self._lock = threading.Lock()
 
-    def __call__(self, inbox_id: int | None, welcome: WelcomeSend | None) -> None:
-        if welcome is not None and self._welcome is not None:
-            self._track(self._welcome.submit(work.send_welcome, self._ctx, welcome))
+    def __call__(self, inbox_id: int | None, welcome_id: int | None) -> None:
+        if welcome_id is not None and self._welcome is not None:
+            self._track(self._welcome.submit(work.send_welcome, self._ctx, welcome_id))
         if self._handlers is not None and inbox_id is not None:
             self._track(self._handlers.submit(work.after_ack, self._ctx, inbox_id))
 
@@ -103,6 +102,31 @@ def configure_logging(level: str) -> None:
     logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
 
 
+def separate_roles_error(settings: Settings, role: str) -> str | None:
+    """Why the Procfile's separate roles cannot run on this database, or None. SQLite serves one
+    process (``scrm serve``: web and scheduler together); several processes writing one SQLite
+    file would queue on its lock and need the machinery scrm does not keep (DESIGN §3)."""
+    if not settings.is_sqlite:
+        return None
+    return (
+        f"the {role} role runs as a process of its own, which needs PostgreSQL: set "
+        "SCRM_DATABASE_URL=postgresql://user@host/scrm, or run `scrm serve` (web and scheduler in one "
+        "process) on the embedded SQLite database"
+    )
+
+
+def web_process() -> Flask:
+    """What the Procfile's web role serves under gunicorn: refuses the embedded SQLite default."""
+    settings = load_settings()
+    message = separate_roles_error(settings, "web")
+    if message:
+        print(f"scrm: {message}", file=sys.stderr)
+        # gunicorn stops its arbiter on a worker exiting with 4 (its APP_LOAD_ERROR) rather than
+        # booting workers again forever.
+        sys.exit(4)
+    return create_app(settings)
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -133,7 +157,6 @@ def create_app(
         ctx=ctx,
         crypto=CallbackCrypto(settings.wecom_token, settings.wecom_aes_key, settings.wecom_corp_id),
         after_ack=pool,
-        sends_welcomes=pool.enabled,
     )
     app.extensions["scrm.pool"] = pool
     app.register_blueprint(callback.bp)

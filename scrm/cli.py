@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 import threading
 import time
@@ -17,8 +18,9 @@ import click
 import requests
 from sqlalchemy import select
 
-from config import Settings, SettingsError, load_settings
+from config import Settings, SettingsError, instance_dir, load_settings
 from scrm.errors import ScrmError
+from scrm.sandbox.cli import remove_serve_file, sandbox, write_serve_file
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +34,7 @@ def _settings(**defaults: str) -> Settings:
 
 def _context() -> Any:
     from scrm.app import configure_logging
-    from scrm.services.context import Context
+    from scrm.context import Context
 
     settings = _settings()
     configure_logging(settings.log_level)
@@ -70,8 +72,8 @@ def serve(host: str, port: int, scheduler: bool, migrate: bool, demo: bool, thre
 
     from jobs.scheduler import build_scheduler
     from scrm.app import create_app
+    from scrm.context import Context
     from scrm.migrations import upgrade
-    from scrm.services.context import Context
 
     # Unless SCRM_PUBLIC_URL says otherwise, scrm (and its embedded sandbox) is where we listen.
     settings = _settings(SCRM_PUBLIC_URL=f"http://{host}:{port}")
@@ -85,7 +87,17 @@ def serve(host: str, port: int, scheduler: bool, migrate: bool, demo: bool, thre
     if demo and settings.use_sandbox and "scrm.sandbox" in app.extensions:
         threading.Thread(target=_seed_when_up, args=(ctx, host, port), daemon=True, name="demo-seed").start()
     click.echo(f"scrm on http://{host}:{port}/console/  (WeCom API: {settings.wecom_api_base})")
-    waitress.serve(app, host=host, port=port, threads=threads, ident="scrm")
+    # SIGTERM ends like Ctrl-C, so the finally below and atexit run: the sandbox state gets its
+    # final write and the serve file (how `scrm sandbox` finds us) goes.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    write_serve_file(instance_dir(), f"http://{host}:{port}")
+    try:
+        waitress.serve(app, host=host, port=port, threads=threads, ident="scrm")
+    finally:
+        remove_serve_file(instance_dir())
+        embedded = app.extensions.get("scrm.sandbox")
+        if embedded is not None:
+            embedded.state.flush()
 
 
 def _seed_when_up(ctx: Any, host: str, port: int) -> None:
@@ -114,6 +126,7 @@ def scheduler(ticks: str) -> None:
     """Run the scheduler ticks (Procfile: scheduler). Safe to run several replicas."""
     from jobs.scheduler import build_scheduler
 
+    _refuse_sqlite_for_separate_roles(_settings(), "scheduler")
     ctx = _context()
     chosen = tuple(t.strip() for t in ticks.split(",") if t.strip())
     try:
@@ -122,6 +135,14 @@ def scheduler(ticks: str) -> None:
         raise click.UsageError(str(exc)) from None
     click.echo(f"scrm scheduler running: {', '.join(chosen)}")
     sched.start()
+
+
+def _refuse_sqlite_for_separate_roles(settings: Settings, role: str) -> None:
+    from scrm.app import separate_roles_error
+
+    message = separate_roles_error(settings, role)
+    if message:
+        raise click.UsageError(message)
 
 
 # --- db ---------------------------------------------------------------------------------------
@@ -182,8 +203,8 @@ def events_replay(ids: tuple[int, ...], status: str | None) -> None:
     """Re-run chosen events now (by id, or all with --status)."""
     from jobs import work
     from scrm.db import transaction
-    from scrm.models import InboxEvent
-    from scrm.services import inbox
+    from scrm.inbox import service as inbox
+    from scrm.inbox.models import InboxEvent
 
     if not ids and not status:
         raise click.UsageError("name event ids (see the console's events page) or --status failed|dead")
@@ -219,15 +240,42 @@ def apikey() -> None:
 @apikey.command("create")
 @click.option("--name", required=True, help="Who uses the key, e.g. crm-sync.")
 @click.option("--role", default="admin", show_default=True, type=click.Choice(["rep", "manager", "admin"]))
-def apikey_create(name: str, role: str) -> None:
+@click.option("--userid", help="The staff member a rep or manager key acts as (it sees what they see).")
+def apikey_create(name: str, role: str, userid: str | None) -> None:
     """Create a key and print it once (it is stored hashed)."""
     from scrm.db import transaction
-    from scrm.services import apikeys
+    from scrm.directory import service as directory
 
     ctx = _context()
     with transaction(ctx.session_factory) as session:
-        _, key = apikeys.create(session, name, role)
+        _, key = directory.create_api_key(session, name, role, userid)
     click.echo(key)
+
+
+@apikey.command("list")
+def apikey_list() -> None:
+    """The keys: id, name, role, who they act as, prefix, revoked or last used."""
+    from scrm.db import read
+    from scrm.directory import queries
+
+    ctx = _context()
+    with read(ctx.session_factory) as session:
+        for key in queries.api_keys(session):
+            state = "revoked" if key.is_revoked else f"last used {key.last_used_at or 'never'}"
+            click.echo(f"{key.id}\t{key.name}\t{key.role}\t{key.userid or '-'}\t{key.prefix}…\t{state}")
+
+
+@apikey.command("revoke")
+@click.argument("key_id", type=int)
+def apikey_revoke(key_id: int) -> None:
+    """Revoke a key by its id (see `scrm apikey list`); it stops working at once."""
+    from scrm.db import transaction
+    from scrm.directory import service as directory
+
+    ctx = _context()
+    with transaction(ctx.session_factory) as session:
+        row = directory.revoke_api_key(session, key_id)
+    click.echo(f"key {row.id} ({row.name}) revoked")
 
 
 @cli.group()
@@ -240,125 +288,18 @@ def staff() -> None:
 @click.argument("role", type=click.Choice(["rep", "manager", "admin"]))
 def staff_set_role(userid: str, role: str) -> None:
     from scrm.db import transaction
-    from scrm.models import StaffRole
-    from scrm.services import friends
+    from scrm.directory import service as directory
 
     ctx = _context()
     with transaction(ctx.session_factory) as session:
-        friends.ensure_staff(session, userid).role = StaffRole(role)
+        directory.ensure_staff(session, userid)
+        directory.set_role(session, userid, role)
     click.echo(f"{userid} is now {role}")
 
 
 # --- sandbox ------------------------------------------------------------------------------------
 
-
-@cli.group()
-def sandbox() -> None:
-    """Drive the WeCom sandbox of a running scrm (customers scan, add, edit, delete, join groups)."""
-
-
-def _sandbox_post(path: str, payload: dict[str, Any]) -> dict[str, Any]:
-    settings = _settings()
-    if not settings.use_sandbox:
-        raise click.UsageError(
-            "WECOM_API_BASE points at the real WeCom; the sandbox commands need the sandbox"
-        )
-    url = settings.wecom_api_base.removesuffix("cgi-bin/") + "_admin/" + path
-    try:
-        response = requests.post(url, json=payload, timeout=30)
-    except requests.RequestException:
-        raise click.UsageError(f"no sandbox answers at {url}; start scrm first (make run)") from None
-    data = response.json() if response.content else {}
-    if response.status_code >= 400:
-        raise click.UsageError(f"sandbox refused {path}: {data}")
-    return dict(data)
-
-
-def _driver_command(action: str, **payload: Any) -> None:
-    result = _sandbox_post(f"driver/{action}", {k: v for k, v in payload.items() if v is not None})
-    click.echo(json.dumps(result, ensure_ascii=False, indent=2))
-
-
-@sandbox.command("new-customer")
-@click.option("--name", required=True)
-@click.option("--unionid")
-def sandbox_new_customer(name: str, unionid: str | None) -> None:
-    """Create a WeChat user in the sandbox; prints its external_userid."""
-    _driver_command("new_customer", name=name, unionid=unionid)
-
-
-@sandbox.command("scan")
-@click.option("--channel", "state", required=True, help="The channel's state (console → channels).")
-@click.option("--customer", "external_userid", required=True)
-@click.option("--mobile", "mobiles", multiple=True, help="Remark mobile the rep records.")
-def sandbox_scan(state: str, external_userid: str, mobiles: tuple[str, ...]) -> None:
-    """A customer scans a channel QR code and adds its rep."""
-    _driver_command(
-        "scan_channel",
-        state_or_config_id=state,
-        external_userid=external_userid,
-        remark_mobiles=list(mobiles) or None,
-    )
-
-
-@sandbox.command("add")
-@click.option("--userid", required=True)
-@click.option("--customer", "external_userid", required=True)
-@click.option("--half", is_flag=True, help="One-way add to a no-verification rep.")
-def sandbox_add(userid: str, external_userid: str, half: bool) -> None:
-    _driver_command("add_customer", userid=userid, external_userid=external_userid, half=half)
-
-
-@sandbox.command("edit")
-@click.option("--userid", required=True)
-@click.option("--customer", "external_userid", required=True)
-@click.option("--remark")
-@click.option("--description")
-def sandbox_edit(userid: str, external_userid: str, remark: str | None, description: str | None) -> None:
-    _driver_command(
-        "edit", userid=userid, external_userid=external_userid, remark=remark, description=description
-    )
-
-
-@sandbox.command("delete")
-@click.option("--userid", required=True)
-@click.option("--customer", "external_userid", required=True)
-@click.option(
-    "--by", type=click.Choice(["customer", "rep", "transfer"]), default="customer", show_default=True
-)
-def sandbox_delete(userid: str, external_userid: str, by: str) -> None:
-    """The customer deletes the rep, the rep deletes the customer, or a transfer removes the relation."""
-    if by == "customer":
-        _driver_command("customer_deletes_rep", userid=userid, external_userid=external_userid)
-    else:
-        _driver_command(
-            "rep_deletes_customer",
-            userid=userid,
-            external_userid=external_userid,
-            by_transfer=by == "transfer",
-        )
-
-
-@sandbox.command("join-group")
-@click.option("--chat", "chat_id", required=True)
-@click.option("--customer", "external_userid", required=True)
-def sandbox_join_group(chat_id: str, external_userid: str) -> None:
-    _driver_command("join_group", chat_id=chat_id, external_userid=external_userid)
-
-
-@sandbox.command("faults")
-@click.option("--error-rate", type=float, default=0.0, show_default=True)
-@click.option("--errcode", "errcodes", multiple=True, help="-1, 45009, 42001 or timeout; repeatable.")
-@click.option("--latency-ms", type=int, default=0, show_default=True)
-def sandbox_faults(error_rate: float, errcodes: tuple[str, ...], latency_ms: int) -> None:
-    """Make the sandbox fail a share of WeCom calls."""
-    codes: list[int | str] = [c if c == "timeout" else int(c) for c in errcodes] or [-1]
-    click.echo(
-        json.dumps(
-            _sandbox_post("faults", {"error_rate": error_rate, "errcodes": codes, "latency_ms": latency_ms}),
-            ensure_ascii=False,
-        )
-    )
+cli.add_command(sandbox)
 
 
 def main() -> None:

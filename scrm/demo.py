@@ -16,10 +16,16 @@ import requests
 from sqlalchemy import func, select
 
 from jobs import work
-from scrm.db import transaction
-from scrm.models import Channel, ChannelStatus, Friendship, Staff, StaffRole
-from scrm.services import channels, friends, tags
-from scrm.services.context import Context
+from scrm.channels import service as channels
+from scrm.channels.models import Channel, ChannelStatus
+from scrm.context import Context
+from scrm.db import read, transaction
+from scrm.directory import service as directory
+from scrm.directory.models import Staff, StaffRole
+from scrm.friends.models import Friendship
+from scrm.tags import queries as tag_queries
+from scrm.tags import service as tags
+from scrm.tags.models import Tag
 
 log = logging.getLogger(__name__)
 
@@ -27,14 +33,15 @@ DEMO_ROLES = {"wangwu": StaffRole.MANAGER, "admin": StaffRole.ADMIN}
 
 
 def sync_staff(ctx: Context) -> int:
-    """Directory → staff rows (names and active flags) for every member with customer contact."""
+    """Directory → departments, and staff rows (names, departments, active flags) for every member
+    with customer contact."""
+    departments = ctx.gateway.list_departments()
     userids = set(ctx.gateway.list_follow_users())
     users = [ctx.gateway.get_user(userid) for userid in sorted(userids)]
     with transaction(ctx.session_factory) as session:
+        directory.sync_departments(session, departments)
         for user in users:
-            staff = friends.ensure_staff(session, user["userid"], user.get("name", ""))
-            staff.name = user.get("name") or staff.name
-            staff.is_active = int(user.get("status", 1)) == 1
+            directory.apply_user(session, user["userid"], user)
     return len(users)
 
 
@@ -48,7 +55,7 @@ def _driver(ctx: Context, action: str, **args: Any) -> dict[str, Any]:
 
 
 def seed(ctx: Context) -> bool:
-    with transaction(ctx.session_factory) as session:
+    with read(ctx.session_factory) as session:
         if session.scalar(select(func.count()).select_from(Friendship)):
             log.info("demo: scrm already has friendships; not seeding")
             return False
@@ -56,7 +63,7 @@ def seed(ctx: Context) -> bool:
     for userid in ("admin", "wangwu"):
         user = ctx.gateway.get_user(userid)
         with transaction(ctx.session_factory) as session:
-            friends.ensure_staff(session, userid, user.get("name", ""))
+            directory.apply_user(session, userid, user)
     sync_staff(ctx)
     library = ctx.gateway.get_corp_tag_list()  # WeCom calls stay outside transactions
     with transaction(ctx.session_factory) as session:
@@ -65,7 +72,7 @@ def seed(ctx: Context) -> bool:
             staff = session.scalar(select(Staff).where(Staff.userid == userid))
             if staff is not None:
                 staff.role = role
-        tag_ids = {name: tag_id for tag_id, name in tags.names(session, _all_tag_ids(session)).items()}
+        tag_ids = {name: tag_id for tag_id, name in tag_queries.names(session, _all_tag_ids(session)).items()}
         expo = channels.create_channel(
             session,
             name="2026 上海展会",
@@ -123,15 +130,13 @@ def seed(ctx: Context) -> bool:
 
 
 def _all_tag_ids(session: Any) -> list[str]:
-    from scrm.models import Tag
-
     return list(session.scalars(select(Tag.tag_id).where(Tag.is_deleted.is_(False))))
 
 
 def _wait_channels_active(ctx: Context, timeout_s: float = 20.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        with transaction(ctx.session_factory) as session:
+        with read(ctx.session_factory) as session:
             pending = session.scalar(
                 select(func.count()).select_from(Channel).where(Channel.status == ChannelStatus.PENDING)
             )

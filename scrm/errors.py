@@ -22,8 +22,19 @@ class NotFound(ScrmError):
 
 
 class InvalidInput(ScrmError):
+    """Input a user can fix. ``field`` names the one at fault; ``fields`` maps several to what
+    to fix in each (the API's error shape carries them)."""
+
     code = "invalid_input"
     http_status = 400
+
+    def __init__(
+        self, message: str, *, field: str | None = None, fields: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.fields = dict(fields or {})
+        if field is not None:
+            self.fields.setdefault(field, message)
 
 
 class Forbidden(ScrmError):
@@ -96,6 +107,12 @@ class WeComRetryable(WeComError):
     code = "wecom_retryable"
 
 
+class WeComOutcomeUnknown(WeComRetryable):
+    """The call may have reached WeCom and been done: the answer never came (a read timeout)."""
+
+    code = "wecom_outcome_unknown"
+
+
 class WeComRateLimited(WeComRetryable):
     """45009: WeCom blocks the caller for a window; back off for at least a minute (REFERENCE §4)."""
 
@@ -112,3 +129,9 @@ class WeComRejected(WeComError):
     """A business error from WeCom (bad id, no relationship, quota): retrying will not help."""
 
     code = "wecom_rejected"
+
+
+class NestedUnitOfWork(ScrmError):
+    """A unit of work was opened inside another; pass the open session down instead."""
+
+    code = "nested_unit_of_work"

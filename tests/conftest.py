@@ -18,8 +18,7 @@ from sqlalchemy import create_engine, func, select, text
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from config import Settings, load_settings
-from scrm.models import Base, InboxEvent, InboxStatus, OutboxCommand, OutboxStatus
-from scrm.services import welcome
+from scrm.schema import Base, InboxEvent, InboxStatus, OutboxCommand, OutboxStatus
 
 
 def _serve(app: Any) -> tuple[BaseWSGIServer, str]:
@@ -58,7 +57,6 @@ def clean_db(database_url: str) -> Iterator[str]:
             for table in reversed(Base.metadata.sorted_tables):
                 conn.execute(table.delete())
     engine.dispose()
-    welcome.forget_templates()  # channel ids restart with the tables
     yield database_url
 
 

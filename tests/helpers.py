@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from scrm.db import transaction
-from scrm.models import Channel
+from scrm.schema import Channel
 
 
 def create_channel(
@@ -24,8 +24,9 @@ def create_channel(
     welcome_text: str = "欢迎！",
 ) -> Channel:
     """Create a channel like the console does, and let the outbox create its QR code in the sandbox."""
-    from scrm.models import Tag
-    from scrm.services import channels, tags
+    from scrm.channels import service as channels
+    from scrm.schema import Tag
+    from scrm.tags import service as tags
 
     library = scrm.ctx.gateway.get_corp_tag_list()  # WeCom calls stay outside transactions
     with transaction(scrm.ctx.session_factory) as session:

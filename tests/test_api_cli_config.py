@@ -10,14 +10,14 @@ from sqlalchemy import select
 from config import SettingsError, load_settings
 from scrm.cli import cli
 from scrm.db import transaction
-from scrm.models import ApiKey, InboxEvent, InboxStatus, Staff, StaffRole
-from scrm.services import apikeys
+from scrm.directory import service as directory
+from scrm.schema import ApiKey, InboxEvent, InboxStatus, Staff, StaffRole
 from tests.helpers import create_channel
 
 
 def make_key(scrm, role="admin"):
     with transaction(scrm.ctx.session_factory) as session:
-        _, key = apikeys.create(session, "test", role)
+        _, key = directory.create_api_key(session, "test", role, None if role == "admin" else "zhangsan")
     return key
 
 
@@ -74,13 +74,19 @@ def cli_env(scrm, monkeypatch):
 
 
 def test_cli_apikey_create_prints_a_key_stored_hashed(cli_env):
-    result = CliRunner().invoke(cli, ["apikey", "create", "--name", "crm-sync", "--role", "manager"])
+    with transaction(cli_env.ctx.session_factory) as session:
+        directory.ensure_staff(session, "wangwu", "王五")
+    refused = CliRunner().invoke(cli, ["apikey", "create", "--name", "crm-sync", "--role", "manager"])
+    assert refused.exit_code != 0 and "--userid" in str(refused.exception)
+    result = CliRunner().invoke(
+        cli, ["apikey", "create", "--name", "crm-sync", "--role", "manager", "--userid", "wangwu"]
+    )
     assert result.exit_code == 0, result.output
     key = result.output.strip()
     assert key.startswith("scrm_")
     with cli_env.session() as session:
         row = session.scalars(select(ApiKey)).one()
-    assert row.role is StaffRole.MANAGER and key not in (row.key_hash, row.prefix)
+    assert row.role is StaffRole.MANAGER and row.userid == "wangwu" and key not in (row.key_hash, row.prefix)
     assert (
         requests.get(
             cli_env.url + "/api/friends", headers={"Authorization": f"Bearer {key}"}, timeout=10
@@ -124,7 +130,7 @@ def test_cli_reconcile_heals_missed_adds(cli_env):
     assert result.exit_code == 0, result.output
     assert '"friendships_added": 1' in result.output
     with scrm.session() as session:
-        from scrm.models import Friendship
+        from scrm.schema import Friendship
 
         assert (
             session.scalar(select(Friendship.userid).where(Friendship.external_userid == ext)) == "zhangsan"

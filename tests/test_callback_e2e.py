@@ -9,7 +9,7 @@ import requests
 from sqlalchemy import select
 from wechatpy.work.crypto import WeChatCrypto
 
-from scrm.models import (
+from scrm.schema import (
     Activity,
     ActivityKind,
     Channel,
@@ -27,7 +27,6 @@ from scrm.models import (
     Lead,
     LeadStatus,
     OutboxCommand,
-    OutboxKind,
     OutboxStatus,
     Staff,
     Tag,
@@ -110,8 +109,8 @@ def test_same_person_added_by_three_reps_is_one_lead_three_friendships(scrm):
 
 
 def test_link_by_unionid_then_phone_then_state_token(scrm):
+    from scrm.channels.service import lead_state
     from scrm.db import transaction
-    from scrm.services.channels import lead_state
 
     channel = create_channel(scrm, "官网", ["lisi"])
     with transaction(scrm.ctx.session_factory) as session:
@@ -290,48 +289,147 @@ def test_unknown_event_is_stored_and_acked(scrm):
         assert row.status is InboxStatus.IGNORED
 
 
-def test_handler_failure_is_recorded_and_retried_not_bounced(scrm):
-    scrm.sandbox.state.force(-1, endpoint="externalcontact/get", times=3)  # beats the in-call retries
-    ext = scrm.driver.new_customer("吴敏")
-    assert scrm.driver.add_customer("zhangsan", ext).status == 200
-    scrm.app.extensions["scrm.pool"].wait_idle()
-    with scrm.session() as session:
-        row = session.scalar(select(InboxEvent).where(InboxEvent.change_type == "add_external_contact"))
-        assert row.status is InboxStatus.FAILED and "busy" in row.last_error and row.attempts == 1
-    from jobs import work
+def _let_backoff_pass(scrm, inbox_id):
     from scrm.db import transaction
 
-    with transaction(scrm.ctx.session_factory) as session:  # the backoff has passed
-        session.get(InboxEvent, row.id).next_attempt_at = row.received_at
+    with transaction(scrm.ctx.session_factory) as session:
+        row = session.get(InboxEvent, inbox_id)
+        row.next_attempt_at = row.received_at
+
+
+def test_handler_failure_is_recorded_and_retried_not_bounced(scrm):
+    from jobs import work
+
+    ext = scrm.driver.new_customer("吴敏")
+    scrm.driver.add_customer("zhangsan", ext)
+    scrm.settle()
+    scrm.sandbox.state.force(-1, endpoint="externalcontact/get", times=3)  # beats the in-call retries
+    assert scrm.driver.edit("zhangsan", ext, remark="吴敏-老客户").status == 200
+    scrm.app.extensions["scrm.pool"].wait_idle()
+    with scrm.session() as session:
+        row = session.scalar(select(InboxEvent).where(InboxEvent.change_type == "edit_external_contact"))
+        assert row.status is InboxStatus.FAILED and "busy" in row.last_error and row.attempts == 1
+    _let_backoff_pass(scrm, row.id)
     work.process_event(scrm.ctx, row.id)
     with scrm.session() as session:
         assert session.get(InboxEvent, row.id).status is InboxStatus.DONE
-    assert friendship(scrm, ext, "zhangsan") is not None
+    assert friendship(scrm, ext, "zhangsan").remark == "吴敏-老客户"
 
 
 def test_events_of_one_customer_apply_in_arrival_order(scrm):
-    """An edit that arrives while the add is still failing waits for it instead of overtaking."""
+    """A delete that arrives while an edit is still failing waits for it instead of overtaking."""
     from jobs import work
 
-    scrm.sandbox.state.force(-1, endpoint="externalcontact/get", times=3)
     ext = scrm.driver.new_customer("郑好")
     scrm.driver.add_customer("zhangsan", ext)
+    scrm.settle()
+    scrm.sandbox.state.force(-1, endpoint="externalcontact/get", times=3)
+    scrm.driver.edit("zhangsan", ext, remark="郑好")
     scrm.app.extensions["scrm.pool"].wait_idle()
     scrm.driver.customer_deletes_rep("zhangsan", ext)
     scrm.app.extensions["scrm.pool"].wait_idle()
     with scrm.session() as session:
-        rows = session.scalars(select(InboxEvent).order_by(InboxEvent.id)).all()
+        rows = session.scalars(
+            select(InboxEvent).where(InboxEvent.change_type != "add_external_contact").order_by(InboxEvent.id)
+        ).all()
         assert [r.status for r in rows] == [InboxStatus.FAILED, InboxStatus.PENDING]
-        add_id, delete_id = rows[0].id, rows[1].id
-    assert work.process_event(scrm.ctx, delete_id) is None  # blocked behind the failed add
-    from scrm.db import transaction
-
-    with transaction(scrm.ctx.session_factory) as session:
-        session.get(InboxEvent, add_id).next_attempt_at = session.get(InboxEvent, add_id).received_at
-    assert work.process_event(scrm.ctx, add_id) is InboxStatus.DONE
+        edit_id, delete_id = rows[0].id, rows[1].id
+    assert work.process_event(scrm.ctx, delete_id) is None  # blocked behind the failed edit
+    _let_backoff_pass(scrm, edit_id)
+    assert work.process_event(scrm.ctx, edit_id) is InboxStatus.DONE
     with scrm.session() as session:
         assert session.get(InboxEvent, delete_id).status is InboxStatus.DONE
     assert friendship(scrm, ext, "zhangsan").status is FriendshipStatus.REMOVED_BY_CUSTOMER
+
+
+def test_an_add_is_visible_from_its_event_alone_and_linked_once_detail_is_read(scrm):
+    """WeCom's detail read fails: the friend is listed at once (awaiting detail, not linked,
+    welcomed all the same); a later successful read brings the name, remark and the lead."""
+    from jobs import work
+    from tests.helpers import create_channel
+
+    channel = create_channel(scrm, "展会B", ["zhangsan"], welcome_text="欢迎")
+    scrm.sandbox.state.force(-1, endpoint="externalcontact/get", times=3)
+    ext = scrm.driver.new_customer("蒋文")
+    assert scrm.driver.scan_channel(channel.state, ext, remark_mobiles=["13800138123"]).status == 200
+    scrm.app.extensions["scrm.pool"].wait_idle()
+    f = friendship(scrm, ext, "zhangsan")
+    assert f is not None and f.status is FriendshipStatus.ACTIVE and f.channel_id == channel.id
+    assert f.awaiting_detail_at is not None
+    with scrm.session() as session:
+        assert session.get(ExternalContact, f.external_contact_id).lead_id is None  # not linked on too little
+        welcome = session.scalar(select(OutboxCommand).where(OutboxCommand.kind == "send_welcome_msg"))
+        assert welcome.status is OutboxStatus.SENT  # the welcome never waits for detail
+        event = session.scalar(select(InboxEvent).where(InboxEvent.change_type == "add_external_contact"))
+        assert event.status is InboxStatus.DONE
+    key = _admin_key(scrm)
+    listed = requests.get(
+        scrm.url + "/api/friends", headers={"Authorization": f"Bearer {key}"}, timeout=10
+    ).json()
+    assert [(i["external_userid"], i["awaiting_detail"], i["lead_id"]) for i in listed["items"]] == [
+        (ext, True, None)
+    ]
+
+    assert work.refresh_awaiting_details(scrm.ctx) == 1
+    f = friendship(scrm, ext, "zhangsan")
+    assert f.awaiting_detail_at is None and f.remark_mobiles == ["13800138123"]
+    with scrm.session() as session:
+        person = session.get(ExternalContact, f.external_contact_id)
+        assert person.name == "蒋文" and person.lead_id is not None
+        assert session.get(Lead, person.lead_id).phone_e164 == "+8613800138123"
+
+
+def _admin_key(scrm):
+    from scrm.db import transaction
+    from scrm.directory import service as directory
+
+    with transaction(scrm.ctx.session_factory) as session:
+        return directory.create_api_key(session, "test", "admin")[1]
+
+
+def test_a_replayed_add_after_a_delete_leaves_the_friendship_removed(scrm):
+    from jobs import work
+
+    ext = scrm.driver.new_customer("韩梅")
+    scrm.driver.add_customer("zhangsan", ext)
+    scrm.settle()
+    time.sleep(1.05)  # CreateTime has whole seconds: the delete happens a second later
+    scrm.driver.customer_deletes_rep("zhangsan", ext)
+    scrm.settle()
+    assert friendship(scrm, ext, "zhangsan").status is FriendshipStatus.REMOVED_BY_CUSTOMER
+    with scrm.session() as session:
+        add_id = session.scalar(select(InboxEvent.id).where(InboxEvent.change_type == "add_external_contact"))
+    assert work.process_event(scrm.ctx, add_id, force=True) is InboxStatus.DONE  # scrm events replay
+    f = friendship(scrm, ext, "zhangsan")
+    assert f.status is FriendshipStatus.REMOVED_BY_CUSTOMER and f.removed_at is not None
+
+
+def test_an_older_detail_does_not_overwrite_a_newer_remark(scrm):
+    """Two edits handled out of order: the one whose detail was read first applies last."""
+    from datetime import timedelta
+
+    from scrm.db import transaction
+    from scrm.friends import service as friends_service
+
+    ext = scrm.driver.new_customer("秦川")
+    scrm.driver.add_customer("zhangsan", ext)
+    scrm.settle()
+    stale = friends_service.Detail(
+        scrm.ctx.gateway.get_external_contact(ext), utcnow() - timedelta(seconds=5)
+    )
+    scrm.driver.edit("zhangsan", ext, remark="秦川-新备注")
+    scrm.settle()
+    assert friendship(scrm, ext, "zhangsan").remark == "秦川-新备注"
+    with transaction(scrm.ctx.session_factory) as session:  # the stale read's edit applies now
+        friends_service.record_edit(
+            session,
+            userid="zhangsan",
+            external_userid=ext,
+            detail=stale,
+            occurred_at=stale.read_at,
+            inbox_id=None,
+        )
+    assert friendship(scrm, ext, "zhangsan").remark == "秦川-新备注"
 
 
 def test_duplicate_delivery_is_one_event(scrm):
@@ -369,8 +467,6 @@ def test_outbox_rows_record_welcome_once(scrm):
     scrm.driver.scan_channel(channel.state, ext)
     scrm.settle()
     with scrm.session() as session:
-        welcome = session.scalar(
-            select(OutboxCommand).where(OutboxCommand.kind == OutboxKind.SEND_WELCOME_MSG)
-        )
+        welcome = session.scalar(select(OutboxCommand).where(OutboxCommand.kind == "send_welcome_msg"))
         assert welcome.status is OutboxStatus.SENT and welcome.attempts == 1 and welcome.priority == 100
     assert count(scrm, Channel) == 1

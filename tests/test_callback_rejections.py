@@ -11,7 +11,7 @@ import pytest
 import requests
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from scrm.models import InboxEvent, OutboxCommand
+from scrm.schema import InboxEvent, OutboxCommand
 from scrm.wecom.crypto import CallbackCrypto, signature
 from tests.helpers import count
 

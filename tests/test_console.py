@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from config import load_settings
 from scrm.app import create_app
 from scrm.db import transaction
-from scrm.models import (
+from scrm.schema import (
     Activity,
     ActivityKind,
     Base,
@@ -42,7 +42,6 @@ from scrm.models import (
     InboxStatus,
     Lead,
     OutboxCommand,
-    OutboxKind,
     OutboxStatus,
     Staff,
     StaffRole,
@@ -189,7 +188,7 @@ def seed(factory: sessionmaker[Session]) -> None:
             [
                 OutboxCommand(
                     idempotency_key="mark_tag:1",
-                    kind=OutboxKind.MARK_TAG,
+                    kind="mark_tag",
                     payload={"x": 1},
                     status=OutboxStatus.DEAD,
                     attempts=8,
@@ -198,7 +197,7 @@ def seed(factory: sessionmaker[Session]) -> None:
                 ),
                 OutboxCommand(
                     idempotency_key="remark:1",
-                    kind=OutboxKind.REMARK,
+                    kind="remark",
                     payload={"x": 2},
                     status=OutboxStatus.SENT,
                     attempts=1,
@@ -465,8 +464,8 @@ def test_manager_creates_channel(app: Flask, client: FlaskClient, acks: list[Any
         channel = db.scalars(select(Channel).where(Channel.name == "官网 Website")).one()
         assert channel.userids == ["alice", "bob"] and channel.auto_tag_ids == ["t_vip"]
         assert channel.status is ChannelStatus.PENDING
-        command = db.scalars(select(OutboxCommand).where(OutboxCommand.channel_id == channel.id)).one()
-        assert command.kind is OutboxKind.ADD_CONTACT_WAY and command.status is OutboxStatus.PENDING
+        command = db.scalars(select(OutboxCommand).where(OutboxCommand.ref == f"channel:{channel.id}")).one()
+        assert command.kind == "add_contact_way" and command.status is OutboxStatus.PENDING
     assert acks == [(None, None)]
 
 
@@ -555,7 +554,9 @@ def test_outbox_dead_letters_and_retry(app: Flask, client: FlaskClient, acks: li
     assert acks == [(None, None)]
     assert "queued again" in client.get("/console/outbox").get_data(as_text=True)
     resp = client.post(f"/console/outbox/{sent_id}/retry", data={"csrf_token": token_of(client)})
-    assert "only dead commands can be retried" in client.get(resp.headers["Location"]).get_data(as_text=True)
+    assert "only dead or unknown ones can be retried" in client.get(resp.headers["Location"]).get_data(
+        as_text=True
+    )
     assert client.post("/console/outbox/999/retry", data={"csrf_token": token_of(client)}).status_code == 404
 
 

@@ -1,8 +1,9 @@
 """The Procfile's web line run as written — gunicorn with its worker class (gevent), two workers —
 takes concurrent callbacks, each delivered twice, and stores each once with its welcome command.
 
-The other tests serve the app from a threaded test server; production runs this command, whose
-workers are greenlets that group their writes by yielding to one another (``db.run_hot_write``).
+The other tests serve the app from a threaded test server; production runs this command, on
+PostgreSQL. On the embedded SQLite default the web role refuses to start and says why: SQLite
+serves one process (``scrm serve``).
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import requests
 from requests.adapters import HTTPAdapter
 from sqlalchemy import select
 
-from scrm.models import InboxEvent, OutboxCommand, OutboxKind
+from scrm.schema import InboxEvent, OutboxCommand
 from tests.bench.callback_bench import free_port
 from tests.helpers import ROOT, count, create_channel, procfile_web
 
@@ -26,18 +28,40 @@ DELIVERIES = 2
 THREADS = 16
 
 
+def _procfile_env(clean_db: str, sandbox_api_base: str, port: int) -> dict[str, str]:
+    return {
+        "PORT": str(port),
+        "WEB_CONCURRENCY": "2",
+        "SCRM_DATABASE_URL": clean_db,
+        "WECOM_API_BASE": sandbox_api_base,
+        "SCRM_LOG_LEVEL": "WARNING",
+    }
+
+
+def test_the_procfile_web_role_refuses_sqlite_with_what_to_do(scrm, clean_db):
+    if not clean_db.startswith("sqlite"):
+        pytest.skip("this suite runs on PostgreSQL, where the web role starts")
+    command, assignments = procfile_web(_procfile_env(clean_db, scrm.sandbox.api_base, free_port()))
+    result = subprocess.run(
+        command,
+        cwd=ROOT,
+        env={**os.environ, **assignments, "SCRM_DATABASE_URL": clean_db},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "needs PostgreSQL" in result.stderr and "scrm serve" in result.stderr
+
+
 def test_the_procfile_web_command_stores_concurrent_callbacks_once_each(scrm, clean_db):
+    if clean_db.startswith("sqlite"):
+        pytest.skip("the Procfile's separate roles run on PostgreSQL (the PostgreSQL leg of CI runs this)")
     channel = create_channel(scrm, "官网渠道", ["zhangsan", "lisi"], welcome_text="欢迎")
     state = scrm.sandbox.state
     scrm.driver.deliver = False
     port = free_port()
-    env = {
-        "PORT": str(port),
-        "WEB_CONCURRENCY": "2",
-        "SCRM_DATABASE_URL": clean_db,
-        "WECOM_API_BASE": scrm.sandbox.api_base,
-        "SCRM_LOG_LEVEL": "WARNING",
-    }
+    env = _procfile_env(clean_db, scrm.sandbox.api_base, port)
     command, assignments = procfile_web(env)
     assert "--worker-class" in command  # the Procfile names its worker model; this test runs it
     web = subprocess.Popen(  # binds where the Procfile says: 0.0.0.0:$PORT
@@ -80,6 +104,6 @@ def test_the_procfile_web_command_stores_concurrent_callbacks_once_each(scrm, cl
     assert count(scrm, InboxEvent) == EVENTS
     with scrm.session() as session:
         keys = session.scalars(
-            select(OutboxCommand.idempotency_key).where(OutboxCommand.kind == OutboxKind.SEND_WELCOME_MSG)
+            select(OutboxCommand.idempotency_key).where(OutboxCommand.kind == "send_welcome_msg")
         ).all()
     assert len(keys) == len(set(keys)) == EVENTS  # one welcome per event, none for a redelivery

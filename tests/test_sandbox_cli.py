@@ -131,7 +131,9 @@ def test_a_stale_serve_file_is_skipped_for_scrm_public_url(
     scrm: FakeScrm, elsewhere: dict[str, str], tmp_path: Path
 ) -> None:
     instance = tmp_path / "inst"
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     write_serve_file(instance, "http://127.0.0.1:9", pid=int(dead.stdout))
     found = run(["status"], env={"SCRM_INSTANCE_DIR": str(instance), "SCRM_PUBLIC_URL": scrm.url})
     assert found.exit_code == 0 and scrm.url in found.output
@@ -170,7 +172,10 @@ def test_scan_picks_the_rep_of_a_multi_rep_code_and_prints_no_plaintext(
     ext = run(["new-customer", "--name", "孙悦"], env=env).output.strip()
     chosen = run(["scan", "--channel", "demo_site", "--customer", ext, "--userid", "lisi"], env=env)
     assert chosen.exit_code == 0, chosen.output
-    assert chosen.output.strip() == f"孙悦 ({ext}) scanned channel demo_site and added 李四 (lisi); scrm answered HTTP 200"
+    assert (
+        chosen.output.strip()
+        == f"孙悦 ({ext}) scanned channel demo_site and added 李四 (lisi); scrm answered HTTP 200"
+    )
     event = scrm.received[-1]
     assert (event["ChangeType"], event["UserID"], event["ExternalUserID"], event["State"]) == (
         "add_external_contact",
@@ -184,7 +189,11 @@ def test_scan_picks_the_rep_of_a_multi_rep_code_and_prints_no_plaintext(
     assert "added 张三 (zhangsan)" in first.output and "--userid" in first.output
     ext3 = run(["new-customer"], env=env).output.strip()
     detail = json.loads(run(["scan", "--channel", "demo_expo", "--customer", ext3, "--json"], env=env).output)
-    assert detail["status"] == 200 and detail["userid"] == "zhangsan" and detail["change_type"] == "add_external_contact"
+    assert (
+        detail["status"] == 200
+        and detail["userid"] == "zhangsan"
+        and detail["change_type"] == "add_external_contact"
+    )
     for output in (chosen.output, first.output, json.dumps(detail)):
         assert "<xml" not in output and "CDATA" not in output and "plaintext" not in output
 
@@ -216,7 +225,10 @@ def test_faults_validates_its_options(scrm: FakeScrm, elsewhere: dict[str, str])
     assert_clean_error(run(["faults", "--errcode", "timeout"], env=env), "--error-rate")
     assert scrm.state.faults["error_rate"] == 0.0  # nothing was changed by a refused command
 
-    ok = run(["faults", "--error-rate", "0.25", "--errcode", "-1", "--errcode", "timeout", "--latency-ms", "5"], env=env)
+    ok = run(
+        ["faults", "--error-rate", "0.25", "--errcode", "-1", "--errcode", "timeout", "--latency-ms", "5"],
+        env=env,
+    )
     assert ok.exit_code == 0, ok.output
     assert "25% of calls fail with -1, timeout" in ok.output and "+5 ms latency" in ok.output
     assert scrm.state.faults["errcodes"] == [-1, "timeout"] and scrm.state.faults["latency_ms"] == 5

@@ -89,7 +89,9 @@ def test_a_process_that_exits_without_flushing_leaves_its_changes_on_disk(tmp_pa
         "import sys; from pathlib import Path; from scrm.sandbox import SandboxState; "
         "s = SandboxState(Path(sys.argv[1])); s.seed_demo_world(); print(s.add_customer('退出前'))"
     )
-    done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     ext = done.stdout.strip()
     assert SandboxState(path).customers[ext]["name"] == "退出前"  # written at exit, not lost

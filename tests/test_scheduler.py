@@ -3,7 +3,6 @@ scheduler's ticks send the welcome, run the handler and drain the outbox."""
 
 from __future__ import annotations
 
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -12,8 +11,8 @@ from sqlalchemy import select
 
 from jobs import work
 from jobs.scheduler import build_scheduler
-from scrm.models import Friendship, InboxEvent, InboxStatus, OutboxCommand, OutboxKind, OutboxStatus
-from scrm.services import outbox
+from scrm.outbox import service as outbox
+from scrm.schema import Friendship, InboxEvent, InboxStatus, OutboxCommand, OutboxStatus
 from scrm.timeutil import frozen_clock, utcnow
 from tests.conftest import build_scrm
 from tests.helpers import create_channel
@@ -34,23 +33,19 @@ def test_web_only_acks_and_the_scheduler_ticks_do_the_rest(ack_only_scrm):
     assert scrm.driver.scan_channel(channel.state, ext).status == 200
     with scrm.session() as session:
         assert session.scalars(select(InboxEvent.status)).one() is InboxStatus.PENDING
-        welcome = session.scalars(
-            select(OutboxCommand).where(OutboxCommand.kind == OutboxKind.SEND_WELCOME_MSG)
-        ).one()
+        welcome = session.scalars(select(OutboxCommand).where(OutboxCommand.kind == "send_welcome_msg")).one()
         assert welcome.status is OutboxStatus.PENDING  # not claimed: no web sender in this shape
-    idle = threading.Event()
     with ThreadPoolExecutor(2) as pool:
-        assert work.send_due_welcomes(scrm.ctx, pool, idle) == 1
-        assert idle.is_set()
-        assert work.dispatch_inbox(scrm.ctx, pool, idle) == 1
+        assert work.send_due_welcomes(scrm.ctx, pool, 2) == 1
+        assert work.dispatch_inbox(scrm.ctx, pool) == 1
     with scrm.session() as session:
         assert (
             session.scalar(select(Friendship.channel_id).where(Friendship.external_userid == ext))
             == channel.id
         )
         statuses = dict(session.execute(select(OutboxCommand.kind, OutboxCommand.status)).all())
-    assert statuses[OutboxKind.SEND_WELCOME_MSG] is OutboxStatus.SENT
-    assert statuses[OutboxKind.MARK_TAG] is OutboxStatus.SENT  # sent right after the handler
+    assert statuses["send_welcome_msg"] is OutboxStatus.SENT
+    assert statuses["mark_tag"] is OutboxStatus.SENT  # sent right after the handler
     assert [m["welcome_code"] for m in scrm.sandbox.state.welcome_messages] == [
         welcome.payload["welcome_code"]
     ]
@@ -61,6 +56,7 @@ def test_scheduler_builds_the_tick_table_and_refuses_unknown_ticks(ack_only_scrm
     assert {job.id for job in scheduler.get_jobs()} == {
         "send_due_welcomes",
         "dispatch_inbox",
+        "refresh_awaiting_details",
         "drain_outbox_tick",
         "reconcile",
     }
@@ -78,19 +74,19 @@ def test_welcome_messages_are_the_welcome_lanes_until_its_grace_runs_out(ack_onl
     ext = scrm.driver.new_customer("孙悟")
     assert scrm.driver.scan_channel(channel.state, ext).status == 200
 
-    def statuses() -> dict[OutboxKind, OutboxStatus]:
+    def statuses() -> dict[str, OutboxStatus]:
         with scrm.session() as session:
             return dict(session.execute(select(OutboxCommand.kind, OutboxCommand.status)).all())
 
     with ThreadPoolExecutor(2) as pool:
         assert work.dispatch_inbox(scrm.ctx, pool) == 1
-    assert statuses()[OutboxKind.MARK_TAG] is OutboxStatus.SENT  # the handler's own write went out
-    assert statuses()[OutboxKind.SEND_WELCOME_MSG] is OutboxStatus.PENDING
-    assert work.drain_outbox_tick(scrm.ctx) == 0
-    assert statuses()[OutboxKind.SEND_WELCOME_MSG] is OutboxStatus.PENDING
-    with frozen_clock(utcnow() + outbox.WELCOME_LANE_GRACE + timedelta(milliseconds=10)):
-        assert work.drain_outbox_tick(scrm.ctx) == 1
-    assert statuses()[OutboxKind.SEND_WELCOME_MSG] is OutboxStatus.SENT
+        assert statuses()["mark_tag"] is OutboxStatus.SENT  # the handler's own write went out
+        assert statuses()["send_welcome_msg"] is OutboxStatus.PENDING
+        assert work.drain_outbox_tick(scrm.ctx, pool) == 0
+        assert statuses()["send_welcome_msg"] is OutboxStatus.PENDING
+        with frozen_clock(utcnow() + outbox.URGENT_LANE_GRACE + timedelta(milliseconds=10)):
+            assert work.drain_outbox_tick(scrm.ctx, pool) == 1
+    assert statuses()["send_welcome_msg"] is OutboxStatus.SENT
 
 
 def test_a_welcome_whose_code_died_is_expired_not_sent(ack_only_scrm):
@@ -101,21 +97,15 @@ def test_a_welcome_whose_code_died_is_expired_not_sent(ack_only_scrm):
         assert scrm.driver.scan_channel(channel.state, ext).status == 200
     with scrm.session() as session:
         welcomes = session.scalars(
-            select(OutboxCommand).where(OutboxCommand.kind == OutboxKind.SEND_WELCOME_MSG)
+            select(OutboxCommand).where(OutboxCommand.kind == "send_welcome_msg")
         ).all()
     assert len(welcomes) == 2
-    idle = threading.Event()
     # 21 s later, past the 20 s the codes live: one row is found by the welcome tick's claim,
-    # the other by a web worker that stored it claimed (send_welcome) — neither reaches WeCom.
+    # the other by a web worker's after-ack sender (send_welcome) — neither reaches WeCom.
     with frozen_clock(utcnow() + timedelta(seconds=21)), ThreadPoolExecutor(2) as pool:
         first, second = welcomes
-        work.send_welcome(
-            scrm.ctx,
-            work.WelcomeSend(
-                second.id, second.payload, second.idempotency_key, second.expires_at, second.created_at
-            ),
-        )
-        assert work.send_due_welcomes(scrm.ctx, pool, idle) == 0
+        work.send_welcome(scrm.ctx, second.id)
+        assert work.send_due_welcomes(scrm.ctx, pool, 2) == 0
     with scrm.session() as session:
         rows = session.scalars(select(OutboxCommand).where(OutboxCommand.id.in_([first.id, second.id]))).all()
     assert {row.status for row in rows} == {OutboxStatus.EXPIRED}

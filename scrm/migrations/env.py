@@ -8,7 +8,7 @@ from alembic import context
 from sqlalchemy import DateTime, String, engine_from_config, pool
 
 from scrm.db import StrEnumType, UTCDateTime
-from scrm.models import Base
+from scrm.schema import Base
 
 config = context.config
 target_metadata = Base.metadata

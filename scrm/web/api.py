@@ -5,9 +5,11 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import text
 
-from scrm.db import transaction
+from scrm.db import read, transaction
+from scrm.directory import queries as directory_queries
+from scrm.directory import service as directory
 from scrm.errors import InvalidInput
-from scrm.services import apikeys, queries
+from scrm.friends import queries
 from scrm.web.runtime import runtime
 
 bp = Blueprint("api", __name__)
@@ -15,7 +17,7 @@ bp = Blueprint("api", __name__)
 
 @bp.get("/healthz")
 def healthz() -> Response:
-    with transaction(runtime().ctx.session_factory) as session:
+    with read(runtime().ctx.session_factory) as session:
         session.execute(text("SELECT 1"))
     return jsonify({"status": "ok"})
 
@@ -24,7 +26,7 @@ def _int_arg(name: str, default: int, maximum: int) -> int:
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):
         raise InvalidInput(f"{name} must be a non-negative whole number")
     return min(int(raw), maximum)
 
@@ -32,8 +34,9 @@ def _int_arg(name: str, default: int, maximum: int) -> int:
 @bp.get("/api/friends")
 def list_friends() -> Response:
     with transaction(runtime().ctx.session_factory) as session:
-        apikeys.authenticate(session, request.headers.get("Authorization"))
+        key = directory.authenticate(session, request.headers.get("Authorization"))
         f = queries.FriendFilter(
+            visible_userids=directory_queries.visible_to(session, key.role, key.userid),
             userid=request.args.get("userid") or None,
             external_userid=request.args.get("external_userid") or None,
             state=request.args.get("state") or None,

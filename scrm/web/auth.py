@@ -21,9 +21,9 @@ from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from flask.wrappers import Request
 from sqlalchemy import select
 
-from scrm.db import transaction
+from scrm.db import read
+from scrm.directory.models import Staff, StaffRole
 from scrm.errors import Forbidden
-from scrm.models import Staff, StaffRole
 from scrm.web.runtime import runtime
 
 SESSION_USERID = "staff_userid"
@@ -72,7 +72,7 @@ class StaffInfo:
 
 
 def _load_active(userid: str) -> StaffInfo | None:
-    with transaction(runtime().ctx.session_factory) as db:
+    with read(runtime().ctx.session_factory) as db:
         staff = db.scalar(select(Staff).where(Staff.userid == userid))
         if staff is None or not staff.is_active:
             return None

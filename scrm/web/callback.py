@@ -2,7 +2,8 @@
 
 GET answers WeCom's URL verification with the decrypted echostr. POST verifies the signature,
 rejects stale timestamps and foreign corp ids, decrypts strictly, parses with a hardened parser,
-stores the event in the inbox, answers an empty 200 at once and leaves the work to the after-ack
+then stores the event in the inbox — with the welcome its add calls for — in one ordinary
+transaction, answers an empty 200 once that has committed, and leaves the work to the after-ack
 hook. A rejected callback writes no row and logs only why — never the payload.
 """
 
@@ -13,9 +14,10 @@ import time
 
 from flask import Blueprint, Response, request
 
-from scrm.db import run_hot_write
+import handlers
+from scrm.db import transaction
 from scrm.errors import CallbackRejected, CallbackTooLarge, MalformedCallback, StaleCallback, WrongCorp
-from scrm.services import inbox
+from scrm.inbox import service as inbox
 from scrm.web.runtime import runtime
 from scrm.wecom.parse import outer_encrypt, parse_envelope
 
@@ -32,7 +34,7 @@ def _query() -> tuple[str, str, str]:
     )
     if not signature or not timestamp or not nonce:
         raise MalformedCallback("msg_signature, timestamp and nonce are required query parameters")
-    if not timestamp.isdigit():
+    if not (timestamp.isascii() and timestamp.isdigit()):
         raise MalformedCallback("timestamp must be Unix seconds")
     return signature, timestamp, nonce
 
@@ -83,12 +85,15 @@ def receive() -> Response:
     except CallbackRejected as exc:
         return _reject(exc)
 
-    arrival = inbox.arrive(rt.ctx.engine, envelope, plaintext, claim_welcome=rt.sends_welcomes)
-    accepted = run_hot_write(rt.ctx.engine, inbox.accept, arrival)
-    if accepted.inbox_id is None:
+    welcome_id: int | None = None
+    with transaction(rt.ctx.session_factory) as session:
+        inbox_id = inbox.store(session, envelope, plaintext)
+        if inbox_id is not None:
+            welcome_id = handlers.on_arrival(session, envelope, inbox_id)
+    if inbox_id is None:
         log.debug("duplicate delivery of %s/%s acknowledged", envelope.event, envelope.change_type)
     else:
-        rt.after_ack(accepted.inbox_id, accepted.welcome)
+        rt.after_ack(inbox_id, welcome_id)
     # Customer-contact events take no passive reply: an empty 200 is the acknowledgement (§1.6).
     return Response("", status=200)
 

@@ -1,11 +1,11 @@
 """The web console (``/console``): friends, person detail with timeline, channels, inbox and outbox.
 
-Server-rendered Jinja pages with bilingual labels (Chinese first). Each view owns one transaction
-(DESIGN §6.1) and renders inside it, so lazy attributes resolve against a live session; the logged-in
-staff member is resolved before that transaction opens (SQLite takes its write lock at BEGIN, so a
-second transaction inside the first would wait on itself). Reps see only their own friends; managers
-see everyone's and the channels; admins also see and replay failed events and dead outbox commands.
-Raw callback payloads and full phone numbers never reach a template.
+Server-rendered Jinja pages with bilingual labels (Chinese first). Each view owns its session
+(DESIGN §6.1) and renders inside it, so lazy attributes resolve against a live session: a read
+session for pages (it never takes SQLite's write lock), a unit of work for changes. Reps see only
+their own friends; managers their departments' and the channels; admins also see and replay
+failed events and dead outbox commands. Raw callback payloads and full phone numbers never reach a
+template.
 """
 
 from __future__ import annotations
@@ -20,27 +20,26 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, defer, selectinload, sessionmaker
 from werkzeug.wrappers import Response
 
-from scrm.db import transaction
+from scrm.channels import service as channel_service
+from scrm.channels.models import Channel, ChannelStatus
+from scrm.customers.models import Customer, CustomerKind
+from scrm.db import read, transaction
+from scrm.directory import queries as directory_queries
+from scrm.directory.models import Staff, StaffRole
 from scrm.errors import Conflict, Forbidden, InvalidInput, NotFound
-from scrm.models import (
-    ActivityKind,
-    Channel,
-    ChannelStatus,
-    Customer,
-    CustomerKind,
-    ExternalContact,
-    FriendshipStatus,
-    InboxEvent,
-    InboxStatus,
-    LeadStatus,
-    OutboxCommand,
-    OutboxStatus,
-    Staff,
-    StaffRole,
-    Tag,
-)
-from scrm.services import channels as channel_service
-from scrm.services import inbox, outbox, people, queries, tags, timeline
+from scrm.friends import queries
+from scrm.friends.models import FriendshipStatus
+from scrm.inbox import service as inbox
+from scrm.inbox.models import InboxEvent, InboxStatus
+from scrm.leads.models import LeadStatus
+from scrm.outbox import service as outbox
+from scrm.outbox.models import OutboxCommand, OutboxStatus
+from scrm.people import service as people
+from scrm.people.models import ExternalContact
+from scrm.tags import queries as tag_queries
+from scrm.tags.models import Tag
+from scrm.timeline import queries as timeline
+from scrm.timeline.models import ActivityKind
 from scrm.timeutil import SHANGHAI
 from scrm.web import auth
 from scrm.web.auth import current_staff, login_required, role_required
@@ -73,7 +72,8 @@ LABELS: dict[type[StrEnum], dict[str, str]] = {
         "sending": "发送中 Sending",
         "sent": "已发送 Sent",
         "dead": "死信 Dead",
-        "expired": "已过期 Expired",
+        "expired": "未发送（已过期） Not sent (expired)",
+        "unknown": "结果未知 Outcome unknown",
     },
     ActivityKind: {
         "friend_added": "添加好友 Friend added",
@@ -161,7 +161,7 @@ def _int_arg(name: str, default: int, maximum: int) -> int:
     raw = request.args.get(name, "")
     if raw == "":
         return default
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):
         raise InvalidInput(f"{name} 必须是非负整数 / {name} must be a non-negative whole number")
     return min(int(raw), maximum)
 
@@ -232,7 +232,7 @@ def login() -> Response | str:
         return redirect(next_url or url_for("console.friends"))
     staff_list: list[Staff] = []
     if settings.use_sandbox:
-        with transaction(_factory()) as db:
+        with read(_factory()) as db:
             staff_list = _active_staff(db)
     return render_template(
         "login.html", staff_list=staff_list, sandbox=settings.use_sandbox, next_url=next_url
@@ -300,7 +300,10 @@ def friends() -> str:
     userid = (request.args.get("userid") or None) if me.sees_everyone else me.userid
     channel_id = _int_arg("channel_id", 0, 2**62) or None
     tag_id = request.args.get("tag_id") or None
+    with read(_factory()) as db:
+        visible = directory_queries.visible_to(db, me.role, me.userid)
     f = queries.FriendFilter(
+        visible_userids=visible,
         userid=userid,
         channel_id=channel_id,
         tag_id=tag_id,
@@ -308,11 +311,11 @@ def friends() -> str:
         limit=limit + 1,  # one extra row tells us whether there is a next page
         offset=offset,
     )
-    with transaction(_factory()) as db:
+    with read(_factory()) as db:
         rows = queries.list_friends(db, f)
         has_next = len(rows) > limit
         rows = rows[:limit]
-        tag_names = tags.names(db, sorted({link.tag_id for row in rows for link in row.tags}))
+        tag_names = tag_queries.names(db, sorted({link.tag_id for row in rows for link in row.tags}))
         prev_url, next_url = _page_urls("console.friends", offset, limit, has_next)
         return render_template(
             "friends.html",
@@ -341,11 +344,12 @@ def friends() -> str:
 @login_required
 def friend_detail(external_userid: str) -> str:
     me = _me()
-    with transaction(_factory()) as db:
+    with read(_factory()) as db:
         everyone = queries.FriendFilter(external_userid=external_userid, limit=1000)
         friendships = queries.list_friends(db, everyone)
+        visible = directory_queries.visible_to(db, me.role, me.userid)
         # Access is decided before existence, so a rep cannot probe which ids exist.
-        if not me.sees_everyone and not any(fr.userid == me.userid for fr in friendships):
+        if visible is not None and not any(fr.userid in visible for fr in friendships):
             raise Forbidden("你不是该客户的跟进人 / You can only view people who are (or were) your friends.")
         person = db.scalar(
             select(ExternalContact)
@@ -364,7 +368,7 @@ def friend_detail(external_userid: str) -> str:
             customer = db.scalar(
                 select(Customer).where(Customer.id == customer_id).options(selectinload(Customer.contacts))
             )
-        tag_names = tags.names(db, sorted({link.tag_id for fr in friendships for link in fr.tags}))
+        tag_names = tag_queries.names(db, sorted({link.tag_id for fr in friendships for link in fr.tags}))
         return render_template(
             "friend_detail.html",
             person=person,
@@ -411,11 +415,11 @@ def channels() -> Response | tuple[str, int]:
             runtime().after_ack(None, None)
             flash("已创建，二维码生成中 / Created; QR code is being generated", "success")
             return redirect(url_for("console.channels"))
-    with transaction(_factory()) as db:
+    with read(_factory()) as db:
         page = render_template(
             "channels.html",
             channels=list(db.scalars(select(Channel).order_by(Channel.id.desc()))),
-            counts=channel_service.add_counts(db),
+            counts=queries.add_counts(db),
             staff_names=_staff_names(db),
             tag_names={t.tag_id: t.name for t in db.scalars(select(Tag))},
             staff_options=_active_staff(db),
@@ -458,7 +462,7 @@ def events() -> str:
         stmt = stmt.where(InboxEvent.status.in_((InboxStatus.FAILED, InboxStatus.DEAD)))
     elif status:
         stmt = stmt.where(InboxEvent.status == InboxStatus(status))
-    with transaction(_factory()) as db:
+    with read(_factory()) as db:
         rows = list(db.scalars(stmt.limit(limit + 1).offset(offset)))
         counts = _status_counts(db, InboxEvent.status)
         has_next = len(rows) > limit
@@ -498,7 +502,7 @@ def replay_events() -> Response:
 
 
 def _ids(raw: list[str]) -> list[int]:
-    if not all(value.isdigit() for value in raw):
+    if not all(value.isascii() and value.isdigit() and len(value) < 19 for value in raw):
         raise InvalidInput("编号必须是整数 / ids must be whole numbers")
     return sorted({int(value) for value in raw})
 
@@ -534,7 +538,7 @@ def outbox_list() -> str:
     )
     if status:
         stmt = stmt.where(OutboxCommand.status == OutboxStatus(status))
-    with transaction(_factory()) as db:
+    with read(_factory()) as db:
         rows = list(db.scalars(stmt.limit(limit + 1).offset(offset)))
         counts = _status_counts(db, OutboxCommand.status)
         has_next = len(rows) > limit
@@ -559,7 +563,7 @@ def retry_outbox(command_id: int) -> Response:
         with transaction(_factory()) as db:
             if db.get(OutboxCommand, command_id) is None:
                 raise NotFound(f"没有这条命令 / Outbox command {command_id} does not exist.")
-            outbox.retry_dead(db, command_id)
+            outbox.retry(db, command_id)
     except Conflict as exc:
         flash(f"无法重试 / Cannot retry: {exc.message}", "error")
         return redirect(back)

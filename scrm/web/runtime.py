@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 from flask import current_app
 
-from scrm.services.context import Context
-from scrm.services.welcome import WelcomeSend
+from scrm.context import Context
 from scrm.wecom.crypto import CallbackCrypto
 
-AfterAck = Callable[[int | None, WelcomeSend | None], None]
+# (the new inbox id, the welcome to send at once or None)
+AfterAck = Callable[[int | None, int | None], None]
 
 
 @dataclass
@@ -19,7 +19,6 @@ class WebRuntime:
     ctx: Context
     crypto: CallbackCrypto
     after_ack: AfterAck
-    sends_welcomes: bool = True  # the after-ack hook sends welcomes itself (claimed at accept)
 
 
 def runtime() -> WebRuntime:

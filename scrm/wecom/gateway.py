@@ -25,9 +25,17 @@ from wechatpy.session import SessionStorage
 from wechatpy.work import WeChatClient
 
 from scrm.db import transaction, upsert
-from scrm.errors import WeComError, WeComRateLimited, WeComRejected, WeComRetryable, WeComTokenInvalid
-from scrm.models import OutboxKind, WeComToken
+from scrm.errors import (
+    WeComError,
+    WeComOutcomeUnknown,
+    WeComRateLimited,
+    WeComRejected,
+    WeComRetryable,
+    WeComTokenInvalid,
+)
 from scrm.timeutil import utcnow
+from scrm.wecom.health import Health, is_configuration_error
+from scrm.wecom.models import WeComToken
 
 log = logging.getLogger(__name__)
 
@@ -36,16 +44,7 @@ RETRYABLE_ERRCODES = frozenset({-1, 6000, 45033, 45035, 41063})
 TOKEN_ERRCODES = frozenset({40014, 42001})
 RATE_LIMITED = 45009
 
-# Every WeCom write scrm makes, by outbox kind: the endpoint it posts to.
-WRITE_ENDPOINTS: dict[OutboxKind, str] = {
-    OutboxKind.SEND_WELCOME_MSG: "externalcontact/send_welcome_msg",  # doc 92137
-    OutboxKind.MARK_TAG: "externalcontact/mark_tag",  # doc 92118
-    OutboxKind.REMARK: "externalcontact/remark",  # doc 92115
-    OutboxKind.ADD_CONTACT_WAY: "externalcontact/add_contact_way",  # doc 92228
-    OutboxKind.MESSAGE_SEND: "message/send",  # doc 90236
-    OutboxKind.ADD_MSG_TEMPLATE: "externalcontact/add_msg_template",  # doc 92135
-    OutboxKind.TRANSFER_CUSTOMER: "externalcontact/transfer_customer",  # doc 92125
-}
+REAL_WECOM_API_BASE = "https://qyapi.weixin.qq.com/cgi-bin/"
 
 
 class TokenStore(SessionStorage):  # type: ignore[misc]
@@ -129,6 +128,7 @@ class WeComGateway:
     api_base: str
     timeout_s: float
     token_store: SessionStorage
+    health: Health | None = None
 
     def __post_init__(self) -> None:
         self._local = threading.local()
@@ -160,7 +160,28 @@ class WeComGateway:
         body: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
     ) -> dict[str, Any]:
-        """One API call; refreshes the token once on 40014/42001; raises scrm.errors.WeCom*."""
+        """One API call; refreshes the token once on 40014/42001; raises scrm.errors.WeCom*.
+        Refusals of our configuration (secret, corp id, IP, permissions) are recorded for the
+        admin (``health``)."""
+        try:
+            result = self._call(method, path, params, body, idempotency_key)
+        except WeComError as error:
+            if self.health is not None and is_configuration_error(error.errcode):
+                assert error.errcode is not None
+                self.health.problem(error.errcode, error.message, path)
+            raise
+        if self.health is not None:
+            self.health.ok()
+        return result
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None,
+        body: dict[str, Any] | None,
+        idempotency_key: str | None,
+    ) -> dict[str, Any]:
         for attempt in (1, 2):
             token = self._token(path)
             try:
@@ -207,8 +228,11 @@ class WeComGateway:
             result = self._client._request(method, path, **kwargs)
         except WeChatClientException as exc:
             raise translate(exc.errcode, str(exc.errmsg), path) from None
+        except requests.ConnectTimeout:
+            raise WeComRetryable(f"WeCom {path}: no connection within {self.timeout_s}s") from None
         except requests.Timeout:
-            raise WeComRetryable(f"WeCom {path} timed out after {self.timeout_s}s") from None
+            # The request went out; WeCom may have done it. The outbox decides what that means.
+            raise WeComOutcomeUnknown(f"WeCom {path} gave no answer within {self.timeout_s}s") from None
         except requests.RequestException as exc:
             raise WeComRetryable(f"WeCom {path} unreachable: {type(exc).__name__}") from None
         if not isinstance(result, dict):
@@ -225,6 +249,10 @@ class WeComGateway:
 
     def get_user(self, userid: str) -> dict[str, Any]:
         return self.read("get", "user/get", params={"userid": userid})
+
+    def list_departments(self) -> list[dict[str, Any]]:
+        # department/list without id: every department the app can see (doc 90208)
+        return list(self.read("get", "department/list").get("department", []))
 
     def get_corp_tag_list(self, group_ids: list[str] | None = None) -> list[dict[str, Any]]:
         body: dict[str, Any] = {"group_id": group_ids} if group_ids else {}
@@ -251,14 +279,14 @@ class WeComGateway:
 
     # --- writes: exactly one attempt; the outbox owns retries and backoff --------------------
 
-    def execute(self, kind: OutboxKind, payload: dict[str, Any], idempotency_key: str) -> dict[str, Any]:
+    def write(self, path: str, payload: dict[str, Any], idempotency_key: str) -> dict[str, Any]:
         body = dict(payload)
-        if kind is OutboxKind.MESSAGE_SEND:
+        if path == "message/send":
             body.setdefault("agentid", self.agent_id)
             # WeCom's own duplicate guard for app messages (doc 90236), on top of our key.
             body.setdefault("enable_duplicate_check", 1)
             body.setdefault("duplicate_check_interval", 1800)
-        return self.call("post", WRITE_ENDPOINTS[kind], body=body, idempotency_key=idempotency_key)
+        return self.call("post", path, body=body, idempotency_key=idempotency_key)
 
 
 def translate(errcode: int | None, errmsg: str, path: str) -> WeComError:

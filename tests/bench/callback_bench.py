@@ -377,7 +377,7 @@ def reset_database(url: str) -> None:
 
 
 def wait_processed(url: str, expected: int, timeout: float = 600) -> float:
-    from scrm.models import InboxEvent, InboxStatus
+    from scrm.schema import InboxEvent, InboxStatus
 
     engine = create_engine(url)
     deadline = time.monotonic() + timeout
@@ -398,14 +398,14 @@ def wait_processed(url: str, expected: int, timeout: float = 600) -> float:
 
 
 def welcome_latencies(url: str, since_id: int) -> tuple[list[float], dict[str, int]]:
-    from scrm.models import InboxEvent, OutboxCommand, OutboxKind
+    from scrm.schema import InboxEvent, OutboxCommand
 
     engine = create_engine(url)
     with engine.connect() as conn:
         rows = conn.execute(
             select(OutboxCommand.status, OutboxCommand.sent_at, InboxEvent.received_at)
             .join(InboxEvent, OutboxCommand.inbox_event_id == InboxEvent.id)
-            .where(OutboxCommand.kind == OutboxKind.SEND_WELCOME_MSG, InboxEvent.id > since_id)
+            .where(OutboxCommand.kind == "send_welcome_msg", InboxEvent.id > since_id)
         ).all()
     engine.dispose()
     statuses: dict[str, int] = {}
@@ -418,7 +418,7 @@ def welcome_latencies(url: str, since_id: int) -> tuple[list[float], dict[str, i
 
 
 def max_inbox_id(url: str) -> int:
-    from scrm.models import InboxEvent
+    from scrm.schema import InboxEvent
 
     engine = create_engine(url)
     with engine.connect() as conn:
@@ -434,11 +434,12 @@ class Result:
 
 
 def create_channel(db_url: str, sandbox: SandboxProcess) -> str:
+    from scrm.services import channels
+    from scrm.services.context import Context
+
     from config import load_settings
     from jobs import work
     from scrm.db import transaction
-    from scrm.services import channels
-    from scrm.services.context import Context
 
     ctx = Context.build(
         load_settings({"SCRM_DATABASE_URL": db_url, "WECOM_API_BASE": sandbox.url + "/cgi-bin/"})

@@ -1,15 +1,21 @@
-"""Read models for the console and the JSON API: friends with their channel, lead, customer, tags."""
+"""Reads of friendships for the console and the JSON API: friends with their channel, lead,
+customer and tags, filtered to what the asking user may see."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, selectinload
 
-from scrm.models import Channel, Contact, ExternalContact, Friendship, FriendshipStatus, FriendshipTag, Lead
+from scrm.channels.models import Channel
+from scrm.customers.models import Contact
+from scrm.friends.models import OPEN_STATUSES, Friendship, FriendshipStatus
+from scrm.leads.models import Lead
+from scrm.people.models import ExternalContact
+from scrm.tags.models import FriendshipTag
 
 
 @dataclass(frozen=True)
@@ -22,6 +28,8 @@ class FriendFilter:
     status: str | None = None  # 'active' (active + half), 'removed', or a FriendshipStatus value
     limit: int = 100
     offset: int = 0
+    # The reps whose friends the asker may see; None: everyone's (admins, managers of all).
+    visible_userids: frozenset[str] | None = field(default=None)
 
 
 def friends_query(f: FriendFilter) -> Select[Friendship]:
@@ -31,6 +39,8 @@ def friends_query(f: FriendFilter) -> Select[Friendship]:
         selectinload(Friendship.external_contact).selectinload(ExternalContact.contact),
         selectinload(Friendship.external_contact).selectinload(ExternalContact.lead),
     )
+    if f.visible_userids is not None:
+        stmt = stmt.where(Friendship.userid.in_(sorted(f.visible_userids)))
     if f.userid:
         stmt = stmt.where(Friendship.userid == f.userid)
     if f.external_userid:
@@ -44,9 +54,9 @@ def friends_query(f: FriendFilter) -> Select[Friendship]:
             Friendship.id.in_(select(FriendshipTag.friendship_id).where(FriendshipTag.tag_id == f.tag_id))
         )
     if f.status == "active":
-        stmt = stmt.where(Friendship.status.in_((FriendshipStatus.ACTIVE, FriendshipStatus.HALF)))
+        stmt = stmt.where(Friendship.status.in_(OPEN_STATUSES))
     elif f.status == "removed":
-        stmt = stmt.where(Friendship.status.not_in((FriendshipStatus.ACTIVE, FriendshipStatus.HALF)))
+        stmt = stmt.where(Friendship.status.not_in(OPEN_STATUSES))
     elif f.status:
         stmt = stmt.where(Friendship.status == FriendshipStatus(f.status))
     return stmt.order_by(Friendship.added_at.desc(), Friendship.id.desc()).limit(f.limit).offset(f.offset)
@@ -79,8 +89,30 @@ def friend_json(friendship: Friendship) -> dict[str, Any]:
         "tags": sorted(link.tag_id for link in friendship.tags),
         "added_at": _iso(friendship.added_at),
         "removed_at": _iso(friendship.removed_at),
+        "awaiting_detail": friendship.awaiting_detail_at is not None,
     }
 
 
 def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat().replace("+00:00", "Z") if moment else None
+
+
+def add_counts(session: Session) -> dict[int, int]:
+    """How many friendships each channel brought."""
+    rows = session.execute(
+        select(Friendship.channel_id, func.count())
+        .where(Friendship.channel_id.is_not(None))
+        .group_by(Friendship.channel_id)
+    )
+    return {channel_id: count for channel_id, count in rows if channel_id is not None}
+
+
+def awaiting_detail(session: Session, limit: int = 50) -> list[tuple[str, str]]:
+    """(external_userid, userid) of friends known from their event alone, longest-waiting first."""
+    rows = session.execute(
+        select(Friendship.external_userid, Friendship.userid)
+        .where(Friendship.awaiting_detail_at.is_not(None), Friendship.status.in_(OPEN_STATUSES))
+        .order_by(Friendship.awaiting_detail_at, Friendship.id)
+        .limit(limit)
+    )
+    return [(external_userid, userid) for external_userid, userid in rows]

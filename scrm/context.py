@@ -1,4 +1,5 @@
-"""What a unit of work needs besides a Session: settings, the session factory and the gateway."""
+"""What a unit of work needs besides a Session: settings, the engine and session factory, and the
+WeCom gateway. Built once per process by a composition root (scrm.app, scrm.cli)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from config import Settings
+from scrm import schema  # noqa: F401 - every table known before the first flush
 from scrm.db import make_engine, make_session_factory
 from scrm.wecom.gateway import TokenStore, WeComGateway
+from scrm.wecom.health import Health
 
 
 @dataclass
@@ -32,5 +35,6 @@ class Context:
             api_base=settings.wecom_api_base,
             timeout_s=settings.wecom_timeout_s,
             token_store=TokenStore(factory),
+            health=Health(factory),
         )
         return cls(settings=settings, engine=engine, session_factory=factory, gateway=gateway)

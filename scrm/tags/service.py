@@ -1,17 +1,17 @@
-"""The corp tag library mirrored from WeCom, and the tags on each friendship.
+"""Writes to tags: the corp tag library mirrored from WeCom, and the tags on a friendship.
 
-Tags are per (rep, customer) pair in WeCom (REFERENCE §3.3), so they hang off the friendship.
-A tag event is handled by re-pulling the library (REFERENCE §2.3: simplest correct handler).
+A tag event is handled by re-pulling the library (REFERENCE §2.3: simplest correct handler). A
+friendship's tags are its ``tags`` collection of links, handed in by the friends domain.
 """
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from scrm.models import Friendship, FriendshipTag, Tag, TagGroup, TagSource
+from scrm.tags.models import FriendshipTag, Tag, TagGroup, TagSource
 from scrm.timeutil import utcnow
 
 
@@ -52,37 +52,21 @@ def sync_library(session: Session, tag_groups: list[dict[str, Any]]) -> tuple[in
     return len(seen_groups), len(seen_tags)
 
 
-def set_wecom_tags(session: Session, friendship: Friendship, tag_ids: list[str]) -> None:
-    """Make the friendship's tags match what WeCom reports, keeping the source of ones we added."""
+def set_wecom_tags(links: list[FriendshipTag], tag_ids: list[str]) -> None:
+    """Make a friendship's tags match what WeCom reports, keeping the source of ones we added."""
     wanted = set(tag_ids)
-    for link in list(friendship.tags):
+    for link in list(links):
         if link.tag_id not in wanted:
-            friendship.tags.remove(link)
-    have = {link.tag_id for link in friendship.tags}
-    for tag_id in wanted - have:
-        friendship.tags.append(FriendshipTag(tag_id=tag_id, source=TagSource.WECOM))
+            links.remove(link)
+    have = {link.tag_id for link in links}
+    for tag_id in sorted(wanted - have):
+        links.append(FriendshipTag(tag_id=tag_id, source=TagSource.WECOM))
 
 
-def add_tags(session: Session, friendship: Friendship, tag_ids: list[str], source: TagSource) -> list[str]:
-    have = {link.tag_id for link in friendship.tags}
-    added = [t for t in tag_ids if t not in have]
+def add_tags(links: list[FriendshipTag], tag_ids: list[str], source: TagSource) -> list[str]:
+    """Add tags a friendship lacks; returns those it did not have."""
+    have = {link.tag_id for link in links}
+    added = [t for t in dict.fromkeys(tag_ids) if t not in have]
     for tag_id in added:
-        friendship.tags.append(FriendshipTag(tag_id=tag_id, source=source))
+        links.append(FriendshipTag(tag_id=tag_id, source=source))
     return added
-
-
-def insert_links(session: Session, friendship_id: int, links: list[tuple[str, TagSource]]) -> None:
-    """Tag a friendship that was just inserted with Core (no ORM collection to append to)."""
-    if links:
-        now = utcnow()
-        session.connection().execute(
-            insert(cast(Table, FriendshipTag.__table__)),
-            [{"friendship_id": friendship_id, "tag_id": t, "source": s, "created_at": now} for t, s in links],
-        )
-
-
-def names(session: Session, tag_ids: list[str]) -> dict[str, str]:
-    if not tag_ids:
-        return {}
-    rows = session.execute(select(Tag.tag_id, Tag.name).where(Tag.tag_id.in_(tag_ids)))
-    return {tag_id: name for tag_id, name in rows}

@@ -8,8 +8,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from scrm.models import ActivityKind, CustomerGroup, CustomerGroupMember, GroupMemberType
-from scrm.services import timeline
+from scrm.groups.models import CustomerGroup, CustomerGroupMember, GroupMemberType
+from scrm.timeline import service as timeline
+from scrm.timeline.models import ActivityKind
 from scrm.timeutil import from_unix, utcnow
 
 

@@ -1,0 +1,382 @@
+"""Writes to friendships: an add, an edit, a removal by either side, a transfer — and what
+follows each.
+
+``record_add`` is the one add path, whatever is already known about the person. It records the
+friendship from the event alone (rep, customer, state → channel, event time), so a friend is
+visible even when WeCom's detail cannot be read; the detail (``apply_detail``) then brings the
+person's name, the rep's remark and tags, and the link to a lead or customer — at once when it
+was read, or later when a retried read succeeds (``awaiting_detail_at``).
+
+Every state here remembers the time of the event that set it: an older event never overwrites a
+newer state, so a replayed add after a delete does not bring the friend back.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from scrm.channels import service as channels
+from scrm.channels.models import Channel
+from scrm.db import insert_ignore
+from scrm.directory import service as directory
+from scrm.friends.models import OPEN_STATUSES, Friendship, FriendshipStatus
+from scrm.outbox import kinds
+from scrm.outbox import service as outbox
+from scrm.people import service as people
+from scrm.tags import service as tags
+from scrm.tags.models import TagSource
+from scrm.timeline import service as timeline
+from scrm.timeline.models import ActivityKind
+from scrm.timeutil import from_unix, utcnow
+
+log = logging.getLogger(__name__)
+
+MARK_TAG = kinds.register(
+    kinds.Kind(
+        "mark_tag",
+        "externalcontact/mark_tag",  # doc 92118
+        retry_safe=True,  # sets tags; a second call changes nothing
+        label="打标签 / tag in WeCom",
+    )
+)
+REMARK = kinds.register(
+    kinds.Kind(
+        "remark",
+        "externalcontact/remark",  # doc 92115
+        retry_safe=True,  # sets the remark; a second call changes nothing
+        label="修改备注 / remark in WeCom",
+    )
+)
+MESSAGE_SEND = kinds.register(
+    kinds.Kind(
+        "message_send",
+        "message/send",  # doc 90236
+        # A second call is a second message — unless WeCom's duplicate check (on, see gateway)
+        # catches it; we do not count on that.
+        retry_safe=False,
+        label="应用消息 / app message",
+    )
+)
+
+
+@dataclass(frozen=True)
+class AddEvent:
+    """What an add callback says by itself (doc 92130)."""
+
+    userid: str
+    external_userid: str
+    state: str
+    is_half: bool
+    occurred_at: datetime
+    inbox_id: int | None
+
+
+@dataclass(frozen=True)
+class Detail:
+    """WeCom's externalcontact/get answer (doc 92114) and when it was read."""
+
+    data: dict[str, Any]
+    read_at: datetime
+
+
+def find(session: Session, external_userid: str, userid: str) -> Friendship | None:
+    return session.scalar(
+        select(Friendship).where(Friendship.external_userid == external_userid, Friendship.userid == userid)
+    )
+
+
+def _ensure_friendship(
+    session: Session, external_userid: str, userid: str, occurred_at: datetime
+) -> tuple[Friendship, bool]:
+    """The friendship row, created if new (race-safe); whether this call created it. A new row
+    starts closed at the beginning of time, so the event that made it sets its state."""
+    friendship = find(session, external_userid, userid)
+    if friendship is not None:
+        return friendship, False
+    person = people.ensure_person(session, external_userid)
+    now = utcnow()
+    created = insert_ignore(
+        session,
+        Friendship,
+        {
+            "external_contact_id": person.id,
+            "external_userid": external_userid,
+            "userid": userid,
+            "status": FriendshipStatus.REMOVED_BY_REP.value,
+            "status_at": from_unix(0),
+            "add_way": 0,
+            "state": "",
+            "remark": "",
+            "description": "",
+            "remark_corp_name": "",
+            "remark_mobiles": [],
+            "added_at": occurred_at,
+            "created_at": now,
+            "updated_at": now,
+        },
+        ["external_userid", "userid"],
+    )
+    friendship = find(session, external_userid, userid)
+    assert friendship is not None
+    return friendship, created is not None
+
+
+def _is_newer(friendship: Friendship, occurred_at: datetime, inbox_id: int | None) -> bool:
+    """Whether an event at ``occurred_at`` may set the friendship's state. Of two events in the
+    same second (CreateTime has whole seconds), the one stored later wins."""
+    if occurred_at != friendship.status_at:
+        return occurred_at > friendship.status_at
+    return (inbox_id or 0) >= (friendship.status_event_id or 0)
+
+
+def record_add(session: Session, event: AddEvent, detail: Detail | None) -> Friendship:
+    """Record an add (add_external_contact, add_half_external_contact, or an add found by
+    reconciliation). ``detail`` None: WeCom's detail could not be read; the friend is recorded
+    from the event and marked as awaiting detail."""
+    directory.ensure_staff(session, event.userid)
+    friendship, _ = _ensure_friendship(session, event.external_userid, event.userid, event.occurred_at)
+    resolved = channels.resolve_state(session, event.state)
+    if not _is_newer(friendship, event.occurred_at, event.inbox_id):
+        log.info(
+            "add of %s x %s at %s is older than the state we hold; not reopened",
+            event.external_userid,
+            event.userid,
+            event.occurred_at.isoformat(),
+        )
+        if detail is not None:
+            apply_detail(session, friendship, detail, lead_token=resolved.lead_token)
+        return friendship
+    was_open = friendship.status in OPEN_STATUSES and friendship.status_at > from_unix(0)
+    friendship.status = FriendshipStatus.HALF if event.is_half else FriendshipStatus.ACTIVE
+    friendship.status_at = event.occurred_at
+    friendship.status_event_id = event.inbox_id
+    friendship.removed_at = friendship.removed_by = friendship.removal_reason = None
+    if event.state:
+        friendship.state = event.state[:64]
+    channel = resolved.channel
+    if channel is not None:
+        friendship.channel_id = channel.id
+    if not was_open:
+        friendship.added_at = event.occurred_at
+    if detail is not None:
+        link = apply_detail(session, friendship, detail, lead_token=resolved.lead_token)
+    else:
+        friendship.awaiting_detail_at = friendship.awaiting_detail_at or utcnow()
+        # What we know already (a lead token, a person linked through another rep) links now;
+        # a new lead waits for the detail, which may match one we have.
+        link = people.link(
+            session,
+            friendship.external_contact,
+            phones=[],
+            channel=channel,
+            lead_token=resolved.lead_token,
+            userid=event.userid,
+            create_when_unmatched=False,
+        )
+    # After the detail: WeCom's tags replace what we hold, and the channel's are added to them.
+    _apply_channel_tags(session, friendship, channel, event.inbox_id)
+    if not was_open:
+        timeline.record(
+            session,
+            ActivityKind.FRIEND_HALF_ADDED if event.is_half else ActivityKind.FRIEND_ADDED,
+            _added_summary(event.userid, channel),
+            external_userid=event.external_userid,
+            userid=event.userid,
+            lead_id=link.lead_id,
+            customer_id=link.customer_id,
+            occurred_at=event.occurred_at,
+            data={"state": event.state, "linked_by": link.how},
+        )
+    return friendship
+
+
+def apply_detail(
+    session: Session, friendship: Friendship, detail: Detail, *, lead_token: str | None = None
+) -> people.Link:
+    """Bring WeCom's detail into a friendship: the person, this rep's remark, description, remark
+    mobiles and tags (unless a newer read set them), and the link to a lead or customer."""
+    person = friendship.external_contact
+    contact_data = dict(detail.data.get("external_contact") or {})
+    if contact_data:
+        people.refresh(person, contact_data, detail.read_at)
+    follow = follow_of(detail.data, friendship.userid)
+    if follow and (friendship.remark_at is None or detail.read_at >= friendship.remark_at):
+        friendship.remark = str(follow.get("remark") or "")[:128]
+        friendship.description = str(follow.get("description") or "")[:512]
+        friendship.remark_corp_name = str(follow.get("remark_corp_name") or "")[:128]
+        friendship.remark_mobiles = [str(m) for m in follow.get("remark_mobiles") or []]
+        friendship.add_way = int(follow.get("add_way") or friendship.add_way or 0)
+        if not friendship.state and follow.get("state"):
+            friendship.state = str(follow["state"])[:64]
+        tags.set_wecom_tags(friendship.tags, _corp_tag_ids(follow))
+        friendship.remark_at = detail.read_at
+    friendship.awaiting_detail_at = None
+    channel = friendship.channel
+    return people.link(
+        session,
+        person,
+        phones=people.normalise_all(list(friendship.remark_mobiles or [])),
+        channel=channel,
+        lead_token=lead_token or channels.split_state(friendship.state)[1],
+        userid=friendship.userid,
+    )
+
+
+def _apply_channel_tags(
+    session: Session, friendship: Friendship, channel: Channel | None, inbox_id: int | None
+) -> None:
+    if channel is None or channel.is_disabled or not channel.auto_tag_ids:
+        return
+    added = tags.add_tags(friendship.tags, list(channel.auto_tag_ids), TagSource.CHANNEL)
+    if added:
+        outbox.enqueue(
+            session,
+            MARK_TAG,
+            {"userid": friendship.userid, "external_userid": friendship.external_userid, "add_tag": added},
+            f"mark_tag:channel:{friendship.external_userid}:{friendship.userid}:"
+            f"{inbox_id or utcnow().timestamp()}",
+            ref=f"friend:{friendship.external_userid}:{friendship.userid}",
+            inbox_event_id=inbox_id,
+        )
+
+
+def _added_summary(userid: str, channel: Channel | None) -> str:
+    via = f" via {channel.name}" if channel else ""
+    return f"添加好友 / {userid} added{via}"
+
+
+def record_edit(
+    session: Session,
+    *,
+    userid: str,
+    external_userid: str,
+    detail: Detail,
+    occurred_at: datetime,
+    inbox_id: int | None,
+) -> Friendship:
+    """edit_external_contact: the rep changed remark, description, mobiles or tags in WeCom."""
+    friendship = find(session, external_userid, userid)
+    if friendship is None or friendship.status_at <= from_unix(0):
+        # An edit of a relation we never saw added: the add was missed; the edit proves it.
+        event = AddEvent(userid, external_userid, "", False, occurred_at, inbox_id)
+        return record_add(session, event, detail)
+    apply_detail(session, friendship, detail)
+    timeline.record(
+        session,
+        ActivityKind.FRIEND_EDITED,
+        f"{userid} 修改了备注或标签 / edited remark or tags",
+        external_userid=external_userid,
+        userid=userid,
+        occurred_at=occurred_at,
+    )
+    return friendship
+
+
+REMOVED_STATUS = {
+    "rep": FriendshipStatus.REMOVED_BY_REP,
+    "customer": FriendshipStatus.REMOVED_BY_CUSTOMER,
+    "transfer": FriendshipStatus.TRANSFERRED,
+}
+
+
+def record_removal(
+    session: Session,
+    *,
+    userid: str,
+    external_userid: str,
+    by: str,
+    occurred_at: datetime,
+    inbox_id: int | None,
+    source: str = "",
+) -> Friendship:
+    """``by``: 'rep' (del_external_contact), 'customer' (del_follow_user) or 'transfer'. A
+    removal of a friendship we never saw is remembered too, so its late add stays closed."""
+    friendship, _ = _ensure_friendship(session, external_userid, userid, occurred_at)
+    if not _is_newer(friendship, occurred_at, inbox_id):
+        log.info("removal of %s x %s is older than the state we hold; ignored", external_userid, userid)
+        return friendship
+    friendship.status = REMOVED_STATUS[by]
+    friendship.status_at = occurred_at
+    friendship.status_event_id = inbox_id
+    friendship.removed_at = occurred_at
+    friendship.removed_by = by
+    friendship.removal_reason = source or None
+    friendship.awaiting_detail_at = None  # WeCom no longer shows a removed friend's detail
+    name = friendship.external_contact.name or external_userid
+    if by == "customer":
+        timeline.record(
+            session,
+            ActivityKind.CUSTOMER_DELETED_REP,
+            f"客户删除了 {userid} / customer deleted the rep",
+            external_userid=external_userid,
+            userid=userid,
+            occurred_at=occurred_at,
+        )
+        # Churn alert to the rep through the app (doc 90236), once per event.
+        outbox.enqueue(
+            session,
+            MESSAGE_SEND,
+            {
+                "touser": userid,
+                "msgtype": "text",
+                "text": {"content": f"客户流失提醒：{name} 已将你删除。/ Churn alert: {name} deleted you."},
+            },
+            f"churn_alert:{external_userid}:{userid}:{inbox_id or occurred_at.isoformat()}",
+            ref=f"friend:{external_userid}:{userid}",
+            inbox_event_id=inbox_id,
+        )
+    elif by == "transfer":
+        timeline.record(
+            session,
+            ActivityKind.TRANSFERRED,
+            f"已转接，{userid} 不再跟进 / transferred away from {userid}",
+            external_userid=external_userid,
+            userid=userid,
+            occurred_at=occurred_at,
+        )
+    else:
+        timeline.record(
+            session,
+            ActivityKind.REP_DELETED_CUSTOMER,
+            f"{userid} 删除了客户 / rep deleted the customer",
+            external_userid=external_userid,
+            userid=userid,
+            occurred_at=occurred_at,
+        )
+    return friendship
+
+
+def record_transfer_fail(
+    session: Session, *, userid: str, external_userid: str, reason: str, occurred_at: datetime
+) -> None:
+    # Whether UserID is the taker or the original owner is not documented (REFERENCE §2.1);
+    # we record it as given and leave the friendship untouched.
+    timeline.record(
+        session,
+        ActivityKind.TRANSFER_FAILED,
+        f"转接失败 / transfer failed: {reason}",
+        external_userid=external_userid,
+        userid=userid,
+        occurred_at=occurred_at,
+        data={"reason": reason},
+    )
+
+
+def follow_of(detail: dict[str, Any], userid: str) -> dict[str, Any]:
+    for follow in detail.get("follow_user", []) or []:
+        if follow.get("userid") == userid:
+            return dict(follow)
+    return {}
+
+
+def _corp_tag_ids(follow: dict[str, Any]) -> list[str]:
+    # type 1 corp tag, 3 rule-group tag carry ids; type 2 (personal) has none (REFERENCE §3.2)
+    if "tag_id" in follow:
+        return [str(t) for t in follow.get("tag_id") or []]
+    return [str(t["tag_id"]) for t in follow.get("tags") or [] if t.get("tag_id")]

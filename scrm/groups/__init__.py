@@ -1,0 +1,1 @@
+"""Customer groups (客户群) and their members."""

@@ -1,0 +1,295 @@
+"""Writes to the outbox: queue a WeCom write with the change that caused it, claim one for
+sending, record the outcome of an attempt.
+
+A claim is one row, held by a claim token under a lease sized to one call (for a welcome, never
+past the code's death), so no claim outlives the call it covers and nothing is sent twice
+because a lease lapsed mid-batch. Only the current holder may record an outcome: a sender whose
+claim was taken over records nothing. The WeCom call itself happens between two short
+transactions, never inside one (jobs/work.py). An attempt whose outcome cannot be known (a read
+timeout, a sender that vanished) is remembered: a write that is safe to repeat is tried again
+while it may still work; anything else ends UNKNOWN, never mislabelled as not sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from scrm.db import insert_ignore
+from scrm.errors import Conflict, NotFound, WeComError, WeComOutcomeUnknown, WeComRateLimited, WeComRetryable
+from scrm.outbox import kinds
+from scrm.outbox.models import OutboxCommand, OutboxStatus
+from scrm.timeutil import utcnow
+
+log = logging.getLogger(__name__)
+
+URGENT_PRIORITY = 100  # welcome messages: their code dies 20 s after the add (doc 92137)
+EXPIRED_NOTE = "not sent: its deadline passed before it could be sent"
+UNKNOWN_NOTE = "outcome unknown: an attempt may have reached WeCom; check in WeCom before retrying"
+# How long the general lane leaves an urgent row to the welcome lane before sending it itself.
+URGENT_LANE_GRACE = timedelta(seconds=2)
+# A deadline closer than this is not worth an attempt: the call would outlive the code.
+MIN_USEFUL_LIFE = timedelta(milliseconds=300)
+
+
+def enqueue(
+    session: Session,
+    kind: kinds.Kind,
+    payload: dict[str, Any],
+    idempotency_key: str,
+    *,
+    ref: str = "",
+    expires_at: datetime | None = None,
+    inbox_event_id: int | None = None,
+) -> int | None:
+    """Queue a write; a second enqueue with the same key is a no-op (returns None)."""
+    now = utcnow()
+    return insert_ignore(
+        session,
+        OutboxCommand,
+        {
+            "idempotency_key": idempotency_key,
+            "kind": kind.name,
+            "payload": payload,
+            "ref": ref,
+            "status": OutboxStatus.PENDING.value,
+            "priority": kind.priority,
+            "attempts": 0,
+            "has_unknown_attempt": False,
+            "created_at": now,
+            "next_attempt_at": now,
+            "expires_at": expires_at,
+            "inbox_event_id": inbox_event_id,
+        },
+        ["idempotency_key"],
+    )
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A row this sender now holds: everything needed to send it and to record the outcome."""
+
+    id: int
+    token: str
+    kind: str
+    payload: dict[str, Any]
+    idempotency_key: str
+    created_at: datetime
+
+
+def lease_for(call_timeout_s: float, expires_at: datetime | None, now: datetime) -> timedelta:
+    """Long enough for one call with a token refresh (two calls), never past a deadline."""
+    lease = timedelta(seconds=2 * call_timeout_s + 5)
+    if expires_at is not None:
+        lease = min(lease, expires_at - now)
+    return lease
+
+
+def claim_next(
+    session: Session,
+    *,
+    call_timeout_s: float,
+    urgent_only: bool = False,
+    leave_urgent_for: timedelta | None = None,
+    ids: Iterable[int] | None = None,
+) -> Claimed | None:
+    """Claim the next due row, or None when nothing is due. Rows whose deadline has passed, or
+    that cannot be retried after an unknown outcome, are closed on the way instead.
+
+    Compare-and-set: the UPDATE repeats the due condition, so of two claimers racing for a row
+    only one gets it; on PostgreSQL the candidate scan also skips rows another claimer holds.
+    """
+    t = OutboxCommand
+    while True:
+        now = utcnow()
+        due = or_(
+            (t.status == OutboxStatus.PENDING) & (t.next_attempt_at <= now),
+            (t.status == OutboxStatus.SENDING) & (t.lease_until < now),
+        )
+        candidates = select(t).where(due)
+        if urgent_only:
+            candidates = candidates.where(t.priority >= URGENT_PRIORITY)
+        if leave_urgent_for is not None:
+            candidates = candidates.where(
+                or_(t.priority < URGENT_PRIORITY, t.created_at <= now - leave_urgent_for)
+            )
+        if ids is not None:
+            candidates = candidates.where(t.id.in_(list(ids)))
+        row = session.scalars(
+            candidates.order_by(t.priority.desc(), t.id).limit(1).with_for_update(skip_locked=True)
+        ).first()
+        if row is None:
+            return None
+        lapsed = row.status is OutboxStatus.SENDING  # its sender vanished mid-call
+        kind = kinds.get(row.kind)
+        closed = _close_if_hopeless(row, kind, now, lapsed)
+        if closed is not None:
+            session.flush()
+            continue
+        token = secrets.token_hex(16)
+        claimed = session.scalar(
+            update(t)
+            .where(t.id == row.id, due)
+            .values(
+                status=OutboxStatus.SENDING,
+                claim_token=token,
+                lease_until=now + lease_for(call_timeout_s, row.expires_at, now),
+                attempts=t.attempts + 1,
+                has_unknown_attempt=row.has_unknown_attempt or lapsed,
+            )
+            .returning(t.id)
+            .execution_options(synchronize_session=False)
+        )
+        if claimed is not None:
+            session.expire(row)
+            return Claimed(row.id, token, row.kind, dict(row.payload), row.idempotency_key, row.created_at)
+
+
+def _close_if_hopeless(
+    row: OutboxCommand, kind: kinds.Kind, now: datetime, lapsed: bool
+) -> OutboxStatus | None:
+    """Close a row that must not be sent now: past its deadline (EXPIRED if no attempt may have
+    reached WeCom, else UNKNOWN), or not retry-safe after an attempt of unknown outcome."""
+    unknown = row.has_unknown_attempt or lapsed
+    if row.expires_at is not None and row.expires_at - now < MIN_USEFUL_LIFE:
+        _close(row, OutboxStatus.UNKNOWN if unknown else OutboxStatus.EXPIRED)
+    elif unknown and not kind.retry_safe:
+        _close(row, OutboxStatus.UNKNOWN)
+    else:
+        return None
+    row.has_unknown_attempt = unknown
+    return row.status
+
+
+def _close(row: OutboxCommand, status: OutboxStatus) -> None:
+    row.status = status
+    row.lease_until = None
+    row.claim_token = None
+    if status is OutboxStatus.EXPIRED:
+        row.last_error = EXPIRED_NOTE
+    elif status is OutboxStatus.UNKNOWN:
+        row.last_error = UNKNOWN_NOTE
+    log.warning("outbox %s (%s) closed %s", row.id, row.kind, status)
+
+
+def record_outcome(
+    session: Session, claimed: Claimed, outcome: dict[str, Any] | WeComError, max_attempts: int
+) -> OutboxStatus | None:
+    """Record what an attempt came to; None when this sender no longer holds the claim."""
+    row = session.scalars(
+        select(OutboxCommand)
+        .where(
+            OutboxCommand.id == claimed.id,
+            OutboxCommand.claim_token == claimed.token,
+            OutboxCommand.status == OutboxStatus.SENDING,
+        )
+        .with_for_update()
+    ).first()
+    if row is None:
+        log.warning(
+            "outbox %s: claim lost before its outcome was recorded; the holder records it", claimed.id
+        )
+        return None
+    kind = kinds.get(row.kind)
+    row.lease_until = None
+    row.claim_token = None
+    if isinstance(outcome, WeComError):
+        _failed(session, row, kind, outcome, max_attempts)
+        log.info(
+            "outbox %s (%s) attempt %s: %s -> %s", row.id, row.kind, row.attempts, outcome.errcode, row.status
+        )
+    else:
+        _sent(session, row, kind, outcome)
+    return row.status
+
+
+def _sent(session: Session, row: OutboxCommand, kind: kinds.Kind, result: dict[str, Any]) -> None:
+    row.status = OutboxStatus.SENT
+    row.sent_at = utcnow()
+    row.result = result
+    row.last_errcode = None
+    row.last_error = None
+    if kind.on_sent is not None:
+        kind.on_sent(session, row, result)
+
+
+def _failed(
+    session: Session, row: OutboxCommand, kind: kinds.Kind, error: WeComError, max_attempts: int
+) -> None:
+    row.last_errcode = error.errcode
+    row.last_error = error.message[:2000]
+    if error.errcode in kind.done_errcodes:
+        # e.g. 41051: the welcome code was used — by an earlier attempt of ours.
+        row.status = OutboxStatus.SENT
+        row.sent_at = utcnow()
+        row.result = {"errcode": error.errcode, "note": "already done"}
+        return
+    if isinstance(error, WeComOutcomeUnknown):
+        row.has_unknown_attempt = True
+    if error.errcode in kind.expired_errcodes:
+        _close(row, OutboxStatus.UNKNOWN if row.has_unknown_attempt else OutboxStatus.EXPIRED)
+        return
+    lives = row.expires_at is not None and row.expires_at > utcnow()
+    retryable = isinstance(error, WeComRetryable) and (kind.retry_safe or not row.has_unknown_attempt)
+    if retryable and (lives or row.attempts < max_attempts):
+        row.status = OutboxStatus.PENDING
+        delay = backoff(row.attempts, rate_limited=isinstance(error, WeComRateLimited))
+        if row.expires_at is not None:
+            delay = min(delay, timedelta(milliseconds=500))  # retry inside a welcome code's life
+        row.next_attempt_at = utcnow() + delay
+        return
+    if row.has_unknown_attempt:
+        _close(row, OutboxStatus.UNKNOWN)
+        return
+    row.status = OutboxStatus.DEAD
+    log.warning("outbox %s (%s) dead after %s attempts: %s", row.id, row.kind, row.attempts, row.last_error)
+    if kind.on_dead is not None:
+        kind.on_dead(session, row)
+
+
+def backoff(attempts: int, *, rate_limited: bool = False) -> timedelta:
+    if rate_limited:
+        # 45009 blocks the caller for a minute-window at least (REFERENCE §3.14)
+        return timedelta(seconds=60 * min(attempts, 10))
+    return timedelta(seconds=min(2 ** max(attempts - 1, 0), 300))
+
+
+def retry(session: Session, command_id: int) -> OutboxCommand:
+    """An admin's retry of a dead or unknown-outcome write (after checking WeCom, for the latter)."""
+    row = session.get(OutboxCommand, command_id)
+    if row is None:
+        raise NotFound(f"outbox command {command_id} does not exist")
+    if row.status not in (OutboxStatus.DEAD, OutboxStatus.UNKNOWN):
+        raise Conflict(
+            f"outbox command {command_id} is {row.status}; only dead or unknown ones can be retried"
+        )
+    if row.expires_at is not None and row.expires_at <= utcnow():
+        raise Conflict(
+            f"outbox command {command_id} had a deadline that has passed; it can no longer be sent"
+        )
+    row.status = OutboxStatus.PENDING
+    row.attempts = 0
+    row.has_unknown_attempt = False
+    row.next_attempt_at = utcnow()
+    return row
+
+
+def pending_for_events(session: Session, inbox_ids: list[int]) -> list[int]:
+    """The writes these events' handlers just queued (so their worker can send them at once);
+    not their urgent ones, which are the welcome lane's."""
+    return list(
+        session.scalars(
+            select(OutboxCommand.id).where(
+                OutboxCommand.inbox_event_id.in_(inbox_ids),
+                OutboxCommand.status == OutboxStatus.PENDING,
+                OutboxCommand.priority < URGENT_PRIORITY,
+            )
+        )
+    )

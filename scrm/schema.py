@@ -1,0 +1,52 @@
+"""The whole schema: imports every domain's models so ``Base.metadata`` holds every table (for
+migrations, foreign keys across domains, and tests), with their status enums. Import this, not
+the domains one by one, wherever the complete schema is needed."""
+
+from __future__ import annotations
+
+from scrm.channels.models import Channel, ChannelStatus
+from scrm.customers.models import Contact, Customer, CustomerKind
+from scrm.db import Base
+from scrm.directory.models import ApiKey, Department, Staff, StaffRole
+from scrm.friends.models import Friendship, FriendshipStatus
+from scrm.groups.models import CustomerGroup, CustomerGroupMember, GroupMemberType
+from scrm.inbox.models import InboxEvent, InboxStatus
+from scrm.leads.models import Lead, LeadStatus
+from scrm.outbox.models import OutboxCommand, OutboxStatus
+from scrm.people.models import ExternalContact
+from scrm.tags.models import FriendshipTag, Tag, TagGroup, TagSource
+from scrm.timeline.models import Activity, ActivityKind
+from scrm.wecom.models import WeComProblem, WeComToken
+
+__all__ = [
+    "ActivityKind",
+    "ChannelStatus",
+    "CustomerKind",
+    "FriendshipStatus",
+    "GroupMemberType",
+    "InboxStatus",
+    "LeadStatus",
+    "OutboxStatus",
+    "StaffRole",
+    "TagSource",
+    "Activity",
+    "ApiKey",
+    "Base",
+    "Channel",
+    "Contact",
+    "Customer",
+    "CustomerGroup",
+    "CustomerGroupMember",
+    "Department",
+    "ExternalContact",
+    "Friendship",
+    "FriendshipTag",
+    "InboxEvent",
+    "Lead",
+    "OutboxCommand",
+    "Staff",
+    "Tag",
+    "TagGroup",
+    "WeComProblem",
+    "WeComToken",
+]

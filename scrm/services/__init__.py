@@ -1,1 +1,0 @@
-"""Domain logic. Every function takes a Session first and only flushes; the edge commits."""

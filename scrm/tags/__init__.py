@@ -1,0 +1,1 @@
+"""Tags: the corp tag library mirrored from WeCom, and the tags on each friendship."""

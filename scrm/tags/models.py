@@ -1,0 +1,55 @@
+"""Tag groups and corp tags (企业客户标签) mirrored from WeCom, and the tags on a friendship.
+
+Tags are per (rep, customer) pair in WeCom (REFERENCE §3.3), so a link hangs off the friendship.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import BigInteger, ForeignKey, String
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from scrm.db import Base, Id, StrEnumType
+from scrm.timeutil import utcnow
+
+
+class TagSource(StrEnum):
+    WECOM = "wecom"
+    CHANNEL = "channel"
+    MANUAL = "manual"
+    RULE = "rule"
+
+
+class TagGroup(Base):
+    __tablename__ = "tag_groups"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    group_id: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(64), default="")
+    order: Mapped[int] = mapped_column(BigInteger, default=0)
+    is_deleted: Mapped[bool] = mapped_column(default=False)
+    synced_at: Mapped[datetime] = mapped_column(default=utcnow)
+    tags: Mapped[list[Tag]] = relationship(back_populates="group")
+
+
+class Tag(Base):
+    """A corp tag mirrored from WeCom."""
+
+    __tablename__ = "tags"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    tag_id: Mapped[str] = mapped_column(String(64), unique=True)
+    tag_group_id: Mapped[int | None] = mapped_column(ForeignKey("tag_groups.id"), index=True)
+    name: Mapped[str] = mapped_column(String(64), default="")
+    order: Mapped[int] = mapped_column(BigInteger, default=0)
+    is_deleted: Mapped[bool] = mapped_column(default=False)
+    synced_at: Mapped[datetime] = mapped_column(default=utcnow)
+    group: Mapped[TagGroup | None] = relationship(back_populates="tags")
+
+
+class FriendshipTag(Base):
+    __tablename__ = "friendship_tags"
+    friendship_id: Mapped[int] = mapped_column(ForeignKey("friendships.id"), primary_key=True)
+    tag_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    source: Mapped[TagSource] = mapped_column(StrEnumType(TagSource), default=TagSource.WECOM)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
