@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
-## make run: migrate, seed the sandbox demo corp, serve web + scheduler at http://127.0.0.1:8000
+## make run: migrate, seed the sandbox demo corp, serve web + scheduler at http://$(HOST):$(PORT) (default 127.0.0.1:8000; e.g. make run PORT=8731)
 run: install
 	mkdir -p instance
 	$(BIN)/scrm db upgrade
