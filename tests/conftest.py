@@ -158,3 +158,25 @@ def scrm(clean_db: str, sandbox_server: SandboxServer) -> Iterator[Scrm]:
     server.shutdown()
     harness.app.extensions["scrm.pool"].shutdown()
     harness.ctx.engine.dispose()
+
+
+@pytest.fixture
+def db_session(clean_db: str) -> Iterator[Any]:
+    """A session for service tests, rolled back when the test ends: the whole test runs in one
+    outer transaction and the session's own commits become savepoints, so nothing it wrote is
+    left behind (it starts from the empty tables ``clean_db`` gives)."""
+    from sqlalchemy.orm import Session
+
+    from scrm.db import make_engine
+
+    engine = make_engine(clean_db)
+    connection = engine.connect()
+    outer = connection.begin()
+    session = Session(bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False)
+    try:
+        yield session
+    finally:
+        session.close()
+        outer.rollback()
+        connection.close()
+        engine.dispose()
