@@ -5,7 +5,8 @@ Debian's Chromium (driven by Playwright, never a downloaded browser) and measure
 wider than the window, no visible element reaches past the right edge (content inside a box that
 scrolls sideways on purpose, ``overflow-x: auto``, is allowed to), and the Logout button is on
 screen. The data comes from the sandbox demo (张三/李四 reps, 王五 manager, 管理员 admin): channels,
-friends, callbacks and outbox commands; the 404 page echoes a long unbroken id. One browser and one
+friends, callbacks and outbox commands; the 404 page echoes a long unbroken id, and the channel edit
+form's error a long unbroken welcome text. One browser and one
 seeded scrm serve the whole module.
 """
 
@@ -189,6 +190,19 @@ def channel_form_with_error(page: Any, base: str, what: str, shot: str | None = 
     assert_fits(page, what, shot=shot)
 
 
+def channel_edit_with_error(page: Any, base: str, what: str, shot: str | None = None) -> None:
+    """The first channel's edit page, then the same form refused (an unknown placeholder)."""
+    page.goto(base + "/console/channels")
+    page.locator("#channels-table a", has_text="编辑 Edit").first.click()
+    page.wait_for_selector("#edit-channel")
+    assert "/edit" in page.url
+    assert_fits(page, what)
+    page.fill("#ch-welcome", "{客户名称} " + LONG_ID)
+    page.get_by_role("button", name="保存 Save").click()
+    page.wait_for_selector("#form-error")
+    assert_fits(page, f"{what} with an error", shot=shot)
+
+
 def tag(viewport: dict[str, int]) -> str:
     return "phone" if viewport is PHONE else "desktop"
 
@@ -203,6 +217,7 @@ def test_rep_pages_fit(site: Scrm, browser: Any, viewport: dict[str, int]) -> No
     visit(page, base, "/console/friends?status=all&limit=20", "rep friends (all)")
     open_first_friend(page, base, "rep friend detail", shot=f"scrm-{tag(viewport)}-rep-detail.png")
     visit(page, base, "/console/channels", "rep forbidden channels", error=True)
+    visit(page, base, "/console/channels/1/edit", "rep forbidden channel edit", error=True)
     visit(page, base, f"/console/friends/{LONG_ID}", "rep forbidden friend", error=True)
     visit(page, base, "/console/friends?limit=lots", "rep bad request", error=True)
     visit(page, base, "/console/logout", "rep logout page")
@@ -228,6 +243,9 @@ def test_manager_pages_fit(site: Scrm, browser: Any, viewport: dict[str, int]) -
     channel_form_with_error(
         page, base, "manager channel form with an error", shot=f"scrm-{tag(viewport)}-channel-error.png"
     )
+    channel_edit_with_error(
+        page, base, "manager channel edit", shot=f"scrm-{tag(viewport)}-channel-edit-error.png"
+    )
     visit(
         page,
         base,
@@ -252,6 +270,7 @@ def test_admin_pages_fit(site: Scrm, browser: Any, viewport: dict[str, int]) -> 
     open_first_friend(page, base, "admin friend detail")
     visit(page, base, "/console/channels", "admin channels")
     channel_form_with_error(page, base, "admin channel form with an error")
+    channel_edit_with_error(page, base, "admin channel edit")
     visit(page, base, "/console/events", "admin events", shot=f"scrm-{tag(viewport)}-events.png")
     visit(page, base, "/console/events?status=problem", "admin failed events")
     visit(page, base, "/console/outbox", "admin outbox", shot=f"scrm-{tag(viewport)}-outbox.png")

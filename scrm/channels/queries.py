@@ -1,4 +1,4 @@
-"""Reads of channels: the list with how many friends each brought."""
+"""Reads of channels: the list (newest first), one channel, a channel's names."""
 
 from __future__ import annotations
 
@@ -17,3 +17,15 @@ def all_channels(session: Session, *, include_disabled: bool = True) -> list[Cha
 
 def by_state(session: Session, state: str) -> Channel | None:
     return session.scalar(select(Channel).where(Channel.state == state))
+
+
+def by_id(session: Session, channel_id: int) -> Channel | None:
+    return session.get(Channel, channel_id)
+
+
+def names(session: Session, channel_ids: set[int] | list[int]) -> dict[int, str]:
+    wanted = set(channel_ids)
+    if not wanted:
+        return {}
+    rows = session.execute(select(Channel.id, Channel.name).where(Channel.id.in_(wanted)))
+    return {channel_id: name for channel_id, name in rows}

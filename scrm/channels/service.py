@@ -8,6 +8,7 @@ one known lead links the friend to that lead directly.
 
 from __future__ import annotations
 
+import re
 import secrets
 import string
 from dataclasses import dataclass
@@ -33,6 +34,9 @@ WELCOME_TEXT_MAX_BYTES = 4000
 # Placeholders a welcome text may use; filled in when the welcome is sent.
 CUSTOMER_NICKNAME = "{客户昵称}"
 REP_NAME = "{员工姓名}"
+PLACEHOLDERS = (CUSTOMER_NICKNAME, REP_NAME)
+# Something that looks like a placeholder: a typo (「{客户名称}」) would reach customers verbatim.
+_LOOKS_LIKE_PLACEHOLDER = re.compile(r"\{[^{}\s]{1,12}\}")
 _ALPHABET = string.ascii_lowercase + string.digits
 
 
@@ -139,7 +143,10 @@ def _clean(
         )
     taken = session.scalar(select(Channel.id).where(Channel.name == name, Channel.id != (channel_id or -1)))
     if taken:
-        raise InvalidInput(f"已有同名渠道 / another channel is already called {name!r}", field="name")
+        raise InvalidInput(
+            f"已有同名渠道，请换一个名称 / another channel is already called {name!r}; choose another name",
+            field="name",
+        )
     userids = list(dict.fromkeys(u.strip() for u in userids if u.strip()))
     if not userids:
         raise InvalidInput(
@@ -154,6 +161,14 @@ def _clean(
         raise InvalidInput(
             f"欢迎语超过 {WELCOME_TEXT_MAX_BYTES} 字节 / "
             f"the welcome text is over WeCom's {WELCOME_TEXT_MAX_BYTES}-byte limit",
+            field="welcome_text",
+        )
+    unknown = sorted(set(_LOOKS_LIKE_PLACEHOLDER.findall(welcome_text)) - set(PLACEHOLDERS))
+    if unknown:
+        known = " ".join(PLACEHOLDERS)
+        raise InvalidInput(
+            f"欢迎语中的 {' '.join(unknown)} 不是可用的占位符，可用：{known} / "
+            f"{' '.join(unknown)} is not a placeholder scrm fills in; use {known} or remove the braces",
             field="welcome_text",
         )
     return name, userids
@@ -171,9 +186,16 @@ def create_channel(
     name, userids = _clean(session, name, userids, welcome_text, None)
     state = state or "c" + _token(7)
     if len(state) > STATE_MAX - 9 or LEAD_SEPARATOR in state:
-        raise InvalidInput(f"state must be at most {STATE_MAX - 9} characters without '~'", field="state")
+        raise InvalidInput(
+            f"state 最多 {STATE_MAX - 9} 个字符且不含 '~' / "
+            f"state must be at most {STATE_MAX - 9} characters without '~'",
+            field="state",
+        )
     if session.scalar(select(Channel.id).where(Channel.state == state)):
-        raise InvalidInput(f"state {state!r} is already used by another channel", field="state")
+        raise InvalidInput(
+            f"state {state!r} 已被其他渠道使用 / state {state!r} is already used by another channel",
+            field="state",
+        )
     channel = Channel(
         name=name,
         state=state,
@@ -212,14 +234,27 @@ def edit_channel(
 ) -> Channel:
     """Rename a channel, change its auto-tags and welcome, or disable it. Its reps and state stay:
     they are printed on codes already handed out (a new set of reps is a new channel)."""
-    channel = session.get(Channel, channel_id)
-    if channel is None:
-        raise NotFound(f"channel {channel_id} does not exist")
+    channel = _get(session, channel_id)
     name, _ = _clean(session, name, list(channel.userids), welcome_text, channel.id)
     channel.name = name
     channel.auto_tag_ids = list(auto_tag_ids or [])
     channel.welcome_text = welcome_text
     channel.is_disabled = is_disabled
+    return channel
+
+
+def set_disabled(session: Session, channel_id: int, is_disabled: bool) -> Channel:
+    """Disable (or enable again) a channel, changing nothing else: its printed codes still
+    attribute adds, but it sends no welcome and applies no auto-tags while disabled."""
+    channel = _get(session, channel_id)
+    channel.is_disabled = is_disabled
+    return channel
+
+
+def _get(session: Session, channel_id: int) -> Channel:
+    channel = session.get(Channel, channel_id)
+    if channel is None:
+        raise NotFound(f"没有这个渠道 / channel {channel_id} does not exist")
     return channel
 
 

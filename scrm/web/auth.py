@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
-from flask import Flask, g, redirect, request, session, url_for
+from flask import Flask, g, has_request_context, redirect, request, session, url_for
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from flask.wrappers import Request
 from sqlalchemy import select
@@ -42,6 +42,12 @@ class CookieSessions(SecureCookieSessionInterface):
         if app.secret_key and self.get_cookie_name(app) not in request.cookies:
             return self.session_class()
         return super().open_session(app, request)
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        """Secure when SCRM_PUBLIC_URL is https (``SESSION_COOKIE_SECURE``, set by
+        ``scrm.web.security.install``) or when this request came over TLS: a cookie first set
+        over https must never travel over plain http (scrm.web.security says who sets is_secure)."""
+        return bool(app.config["SESSION_COOKIE_SECURE"]) or (has_request_context() and request.is_secure)
 
 
 ROLE_LABELS = {

@@ -10,16 +10,19 @@ template.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from flask import Blueprint, flash, redirect, render_template, request, session, url_for
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session, defer, selectinload, sessionmaker
+from flask import Blueprint, flash, g, redirect, render_template, request, session, url_for
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload, sessionmaker
 from werkzeug.wrappers import Response
 
+from scrm.channels import queries as channel_queries
 from scrm.channels import service as channel_service
 from scrm.channels.models import Channel, ChannelStatus
 from scrm.customers.models import Customer, CustomerKind
@@ -29,9 +32,11 @@ from scrm.directory.models import Staff, StaffRole
 from scrm.errors import Conflict, Forbidden, InvalidInput, NotFound
 from scrm.friends import queries
 from scrm.friends.models import FriendshipStatus
+from scrm.inbox import queries as inbox_queries
 from scrm.inbox import service as inbox
-from scrm.inbox.models import InboxEvent, InboxStatus
+from scrm.inbox.models import InboxStatus
 from scrm.leads.models import LeadStatus
+from scrm.outbox import queries as outbox_queries
 from scrm.outbox import service as outbox
 from scrm.outbox.models import OutboxCommand, OutboxStatus
 from scrm.people import service as people
@@ -40,10 +45,11 @@ from scrm.tags import queries as tag_queries
 from scrm.tags.models import Tag
 from scrm.timeline import queries as timeline
 from scrm.timeline.models import ActivityKind
-from scrm.timeutil import SHANGHAI
+from scrm.timeutil import SHANGHAI, utcnow
 from scrm.web import auth
 from scrm.web.auth import current_staff, login_required, role_required
 from scrm.web.runtime import runtime
+from scrm.wecom import health
 
 bp = Blueprint("console", __name__, url_prefix="/console")
 
@@ -100,6 +106,48 @@ LABELS: dict[type[StrEnum], dict[str, str]] = {
     StaffRole: {r.value: label for r, label in auth.ROLE_LABELS.items()},
 }
 
+# Callback types as operators read them, by (Event, ChangeType) (REFERENCE §2; doc 92130 for
+# customers, 92039 for customer groups, 92117 for tags, 90970 for the directory).
+EVENT_LABELS: dict[tuple[str, str], str] = {
+    ("change_external_contact", "add_external_contact"): "添加客户 Customer added",
+    ("change_external_contact", "add_half_external_contact"): "客户单向添加 Customer half-added",
+    ("change_external_contact", "edit_external_contact"): "编辑客户 Customer edited",
+    ("change_external_contact", "del_external_contact"): "员工删除客户 Rep deleted customer",
+    ("change_external_contact", "del_follow_user"): "客户删除员工 Customer deleted rep",
+    ("change_external_contact", "transfer_fail"): "转接失败 Transfer failed",
+    ("change_external_chat", "create"): "客户群创建 Customer group created",
+    ("change_external_chat", "update"): "客户群变更 Customer group changed",
+    ("change_external_chat", "dismiss"): "客户群解散 Customer group dismissed",
+    ("change_external_tag", "create"): "企业标签新建 Tag created",
+    ("change_external_tag", "update"): "企业标签修改 Tag changed",
+    ("change_external_tag", "delete"): "企业标签删除 Tag deleted",
+    ("change_external_tag", "shuffle"): "企业标签排序 Tags reordered",
+    ("change_contact", "create_user"): "新增成员 Member added",
+    ("change_contact", "update_user"): "成员变更 Member changed",
+    ("change_contact", "delete_user"): "成员删除 Member deleted",
+    ("change_contact", "create_party"): "新增部门 Department added",
+    ("change_contact", "update_party"): "部门变更 Department changed",
+    ("change_contact", "delete_party"): "部门删除 Department deleted",
+}
+MSG_TYPE_LABELS = {"text": "应用消息 App message"}
+
+
+def event_label(msg_type: str, event: str, change_type: str) -> str:
+    """The bilingual name of a callback type; its raw names when we have none."""
+    known = EVENT_LABELS.get((event, change_type)) or (MSG_TYPE_LABELS.get(msg_type) if not event else None)
+    if known:
+        return known
+    return " / ".join(part for part in (msg_type, event, change_type) if part)
+
+
+# The welcome a friendship got, as the friend page says it (outbox_queries.Outcome).
+WELCOME_OUTCOMES = {
+    outbox_queries.Outcome.SENT: "已发送 sent",
+    outbox_queries.Outcome.NOT_SENT: "欢迎语未发送 welcome not sent",
+    outbox_queries.Outcome.UNKNOWN: "欢迎语结果未知 outcome unknown",
+    outbox_queries.Outcome.PENDING: "待发送 sending",
+}
+
 FRIEND_STATUS_FILTERS = {"active": "有效 Active", "removed": "已流失 Removed", "all": "全部 All"}
 INBOX_TABS = [("", "全部 All"), ("problem", "失败/死信 Failed/dead")] + [
     (s.value, LABELS[InboxStatus][s.value]) for s in InboxStatus
@@ -107,6 +155,14 @@ INBOX_TABS = [("", "全部 All"), ("problem", "失败/死信 Failed/dead")] + [
 OUTBOX_TABS = [("", "全部 All"), ("dead", "死信 Dead letters")] + [
     (s.value, LABELS[OutboxStatus][s.value]) for s in OutboxStatus if s is not OutboxStatus.DEAD
 ]
+# What each field of the channel form is called on the page, for its error messages.
+CHANNEL_FIELDS = {
+    "name": "名称 Name",
+    "userids": "接待员工 Reps",
+    "auto_tag_ids": "自动标签 Auto-tags",
+    "welcome_text": "欢迎语 Welcome text",
+    "state": "State",
+}
 
 
 # --- request plumbing ------------------------------------------------------------------------
@@ -116,7 +172,28 @@ OUTBOX_TABS = [("", "全部 All"), ("dead", "死信 Dead letters")] + [
 def _before() -> None:
     auth.check_csrf()
     # Resolve the staff member now, outside any view transaction (see module docstring).
-    current_staff()
+    staff = current_staff()
+    g.scrm_problems = _wecom_problems(staff)
+
+
+def _wecom_problems(staff: auth.StaffInfo | None) -> list[dict[str, Any]]:
+    """WeCom's refusals of our configuration, for the banner: admins get each with its fix,
+    managers a notice to tell an admin (their channels and friends stop syncing too), reps
+    nothing they could act on."""
+    if staff is None or not staff.sees_everyone:
+        return []
+    with read(_factory()) as db:
+        return [
+            {
+                "errcode": p.errcode,
+                "errmsg": p.errmsg,
+                "path": p.path,
+                "fix": p.fix,
+                "count": p.count,
+                "last_at": p.last_at,
+            }
+            for p in health.open_problems(db)
+        ]
 
 
 @bp.context_processor
@@ -126,6 +203,7 @@ def _template_globals() -> dict[str, Any]:
         "csrf_token": auth.csrf_token,
         "label": label,
         "StaffRole": StaffRole,
+        "wecom_problems": g.get("scrm_problems", []),
     }
 
 
@@ -180,6 +258,19 @@ def _page_urls(endpoint: str, offset: int, limit: int, has_next: bool) -> tuple[
 
 def _staff_names(db: Session) -> dict[str, str]:
     return {userid: name or userid for userid, name in db.execute(select(Staff.userid, Staff.name))}
+
+
+def _customer_names(db: Session, external_userids: set[str]) -> dict[str, str]:
+    """Names of external contacts we know (a friend awaiting detail has none yet)."""
+    wanted = {e for e in external_userids if e}
+    if not wanted:
+        return {}
+    rows = db.execute(
+        select(ExternalContact.external_userid, ExternalContact.name).where(
+            ExternalContact.external_userid.in_(wanted)
+        )
+    )
+    return {external_userid: name for external_userid, name in rows if name}
 
 
 def _active_staff(db: Session) -> list[Staff]:
@@ -369,6 +460,16 @@ def friend_detail(external_userid: str) -> str:
                 select(Customer).where(Customer.id == customer_id).options(selectinload(Customer.contacts))
             )
         tag_names = tag_queries.names(db, sorted({link.tag_id for fr in friendships for link in fr.tags}))
+        refs = {fr.userid: f"friend:{fr.external_userid}:{fr.userid}" for fr in friendships}
+        welcomes = outbox_queries.latest_by_ref(
+            db, channel_service.SEND_WELCOME_MSG.name, list(refs.values())
+        )
+        now = utcnow()
+        welcome_of = {
+            userid: WELCOME_OUTCOMES[outbox_queries.outcome(welcomes[ref], now)]
+            for userid, ref in refs.items()
+            if ref in welcomes
+        }
         return render_template(
             "friend_detail.html",
             person=person,
@@ -378,7 +479,8 @@ def friend_detail(external_userid: str) -> str:
             friendships=friendships,
             tag_names=tag_names,
             staff_names=_staff_names(db),
-            activities=timeline.for_person(db, external_userid),
+            welcome_of=welcome_of,
+            activities=timeline.readable(db, timeline.for_person(db, external_userid)),
             mask_phone=mask_phone,
         )
 
@@ -386,30 +488,68 @@ def friend_detail(external_userid: str) -> str:
 # --- channels --------------------------------------------------------------------------------
 
 
-@bp.route("/channels", methods=["GET", "POST"])
-@role_required(StaffRole.MANAGER, StaffRole.ADMIN)
-def channels() -> Response | tuple[str, int]:
-    form: dict[str, Any] = {"name": "", "userids": [], "auto_tag_ids": [], "welcome_text": ""}
-    error: str | None = None
+def _channel_form(channel: Channel | None = None) -> dict[str, Any]:
     if request.method == "POST":
-        form = {
+        return {
             "name": request.form.get("name", ""),
             "userids": request.form.getlist("userids"),
             "auto_tag_ids": request.form.getlist("auto_tag_ids"),
             "welcome_text": request.form.get("welcome_text", ""),
         }
+    if channel is not None:
+        return {
+            "name": channel.name,
+            "userids": list(channel.userids),
+            "auto_tag_ids": list(channel.auto_tag_ids),
+            "welcome_text": channel.welcome_text,
+        }
+    return {"name": "", "userids": [], "auto_tag_ids": [], "welcome_text": ""}
+
+
+def _form_error(exc: InvalidInput) -> dict[str, Any]:
+    """The message for the top of the form and, per field, what to fix there."""
+    return {"message": exc.message, "fields": dict(exc.fields)}
+
+
+def _name_taken(name: str) -> InvalidInput:
+    # Two saves of one name at once: the unique index decides; say it like the service would.
+    return InvalidInput(
+        f"已有同名渠道，请换一个名称 / another channel is already called {name.strip()!r}; "
+        "choose another name",
+        field="name",
+    )
+
+
+def _form_context(db: Session) -> dict[str, Any]:
+    return {
+        "staff_options": _active_staff(db),
+        "tag_options": _live_tags(db),
+        "placeholders": channel_service.PLACEHOLDERS,
+        "fields": CHANNEL_FIELDS,
+    }
+
+
+@bp.route("/channels", methods=["GET", "POST"])
+@role_required(StaffRole.MANAGER, StaffRole.ADMIN)
+def channels() -> Response | tuple[str, int]:
+    form = _channel_form()
+    error: dict[str, Any] | None = None
+    if request.method == "POST":
         try:
-            with transaction(_factory()) as db:
-                _check_choices(db, form["userids"], form["auto_tag_ids"])
-                channel_service.create_channel(
-                    db,
-                    name=form["name"],
-                    userids=form["userids"],
-                    auto_tag_ids=form["auto_tag_ids"],
-                    welcome_text=form["welcome_text"],
-                )
+            try:
+                with transaction(_factory()) as db:
+                    _check_choices(db, form["userids"], form["auto_tag_ids"])
+                    channel_service.create_channel(
+                        db,
+                        name=form["name"],
+                        userids=form["userids"],
+                        auto_tag_ids=form["auto_tag_ids"],
+                        welcome_text=form["welcome_text"],
+                    )
+            except IntegrityError:
+                raise _name_taken(form["name"]) from None
         except InvalidInput as exc:
-            error = exc.message
+            error = _form_error(exc)
         else:
             # The scheduler drains the outbox each second anyway; this only shortens the wait.
             runtime().after_ack(None, None)
@@ -418,16 +558,86 @@ def channels() -> Response | tuple[str, int]:
     with read(_factory()) as db:
         page = render_template(
             "channels.html",
-            channels=list(db.scalars(select(Channel).order_by(Channel.id.desc()))),
+            channels=channel_queries.all_channels(db),
             counts=queries.add_counts(db),
             staff_names=_staff_names(db),
             tag_names={t.tag_id: t.name for t in db.scalars(select(Tag))},
-            staff_options=_active_staff(db),
-            tag_options=_live_tags(db),
             form=form,
             error=error,
+            **_form_context(db),
         )
     return page, 400 if error else 200
+
+
+@bp.route("/channels/<int:channel_id>/edit", methods=["GET", "POST"])
+@role_required(StaffRole.MANAGER, StaffRole.ADMIN)
+def edit_channel(channel_id: int) -> Response | tuple[str, int]:
+    error: dict[str, Any] | None = None
+    if request.method == "POST":
+        form = _channel_form()
+        try:
+            try:
+                with transaction(_factory()) as db:
+                    channel = channel_queries.by_id(db, channel_id)
+                    if channel is None:
+                        raise NotFound(f"没有这个渠道 / channel {channel_id} does not exist")
+                    _check_choices(db, [], form["auto_tag_ids"])
+                    channel_service.edit_channel(
+                        db,
+                        channel_id,
+                        name=form["name"],
+                        auto_tag_ids=form["auto_tag_ids"],
+                        welcome_text=form["welcome_text"],
+                        is_disabled=channel.is_disabled,
+                    )
+            except IntegrityError:
+                raise _name_taken(form["name"]) from None
+        except InvalidInput as exc:
+            error = _form_error(exc)
+        else:
+            flash(f"已保存 / Saved: {form['name'].strip()}", "success")
+            return redirect(url_for("console.channels"))
+    with read(_factory()) as db:
+        channel = channel_queries.by_id(db, channel_id)
+        if channel is None:
+            raise NotFound(f"没有这个渠道 / channel {channel_id} does not exist")
+        if request.method != "POST":
+            form = _channel_form(channel)
+        page = render_template(
+            "channel_edit.html",
+            channel=channel,
+            staff_names=_staff_names(db),
+            form=form,
+            error=error,
+            **_form_context(db),
+        )
+    return page, 400 if error else 200
+
+
+@bp.post("/channels/<int:channel_id>/disable")
+@role_required(StaffRole.MANAGER, StaffRole.ADMIN)
+def disable_channel(channel_id: int) -> Response:
+    return _set_disabled(channel_id, True)
+
+
+@bp.post("/channels/<int:channel_id>/enable")
+@role_required(StaffRole.MANAGER, StaffRole.ADMIN)
+def enable_channel(channel_id: int) -> Response:
+    return _set_disabled(channel_id, False)
+
+
+def _set_disabled(channel_id: int, is_disabled: bool) -> Response:
+    with transaction(_factory()) as db:
+        name = channel_service.set_disabled(db, channel_id, is_disabled).name
+    if is_disabled:
+        flash(
+            f"已停用「{name}」：仍记录来源，不再发欢迎语、不再打标签 / Disabled {name}: adds are still "
+            "attributed to it, but it sends no welcome and applies no auto-tags",
+            "success",
+        )
+    else:
+        flash(f"已启用「{name}」 / Enabled {name}", "success")
+    return redirect(url_for("console.channels"))
 
 
 def _check_choices(db: Session, userids: list[str], tag_ids: list[str]) -> None:
@@ -437,12 +647,20 @@ def _check_choices(db: Session, userids: list[str], tag_ids: list[str]) -> None:
         known = set(db.scalars(active))
         unknown = sorted(set(userids) - known)
         if unknown:
-            raise InvalidInput(f"这些员工不存在或已停用 / Unknown or inactive reps: {', '.join(unknown)}")
+            raise InvalidInput(
+                f"这些员工不存在或已停用：{', '.join(unknown)}，请重新选择 / "
+                f"Unknown or inactive reps: {', '.join(unknown)}; choose active reps",
+                field="userids",
+            )
     if tag_ids:
         live = set(db.scalars(select(Tag.tag_id).where(Tag.tag_id.in_(tag_ids), Tag.is_deleted.is_(False))))
         gone = sorted(set(tag_ids) - live)
         if gone:
-            raise InvalidInput(f"这些标签不存在或已删除 / Unknown or deleted tags: {', '.join(gone)}")
+            raise InvalidInput(
+                f"这些标签不存在或已删除：{', '.join(gone)}，请重新选择 / "
+                f"Unknown or deleted tags: {', '.join(gone)}; choose tags from the list",
+                field="auto_tag_ids",
+            )
 
 
 # --- inbox events (admin) --------------------------------------------------------------------
@@ -456,23 +674,21 @@ def events() -> str:
         raise InvalidInput(f"未知状态 / Unknown status {status!r}")
     limit = _int_arg("limit", DEFAULT_PAGE, max(PAGE_SIZES))
     offset = _int_arg("offset", 0, 10**9)
-    # The payload is decrypted customer data: never loaded for a list, never rendered.
-    stmt = select(InboxEvent).options(defer(InboxEvent.payload)).order_by(InboxEvent.id.desc())
-    if status == "problem":
-        stmt = stmt.where(InboxEvent.status.in_((InboxStatus.FAILED, InboxStatus.DEAD)))
-    elif status:
-        stmt = stmt.where(InboxEvent.status == InboxStatus(status))
     with read(_factory()) as db:
-        rows = list(db.scalars(stmt.limit(limit + 1).offset(offset)))
-        counts = _status_counts(db, InboxEvent.status)
+        rows = inbox_queries.list_events(db, status=status, limit=limit + 1, offset=offset)
+        counts = inbox_queries.status_counts(db)
         has_next = len(rows) > limit
+        rows = rows[:limit]
         prev_url, next_url = _page_urls("console.events", offset, limit, has_next)
         return render_template(
             "events.html",
-            rows=rows[:limit],
+            rows=rows,
+            event_label=event_label,
+            staff_names=directory_queries.names(db, {e.userid for e in rows}),
+            customer_names=_customer_names(db, {e.external_userid for e in rows}),
             tabs=INBOX_TABS,
             status=status,
-            counts=_tab_counts(counts, {"problem": (InboxStatus.FAILED, InboxStatus.DEAD)}),
+            counts=_tab_counts(counts, {"problem": inbox_queries.PROBLEM_STATUSES}),
             prev_url=prev_url,
             next_url=next_url,
         )
@@ -507,10 +723,6 @@ def _ids(raw: list[str]) -> list[int]:
     return sorted({int(value) for value in raw})
 
 
-def _status_counts(db: Session, column: Any) -> dict[Any, int]:
-    return {status: n for status, n in db.execute(select(column, func.count()).group_by(column))}
-
-
 def _tab_counts(by_status: dict[Any, int], groups: dict[str, tuple[Any, ...]]) -> dict[str, int]:
     counts = {str(s.value if hasattr(s, "value") else s): n for s, n in by_status.items()}
     counts[""] = sum(by_status.values())
@@ -522,6 +734,22 @@ def _tab_counts(by_status: dict[Any, int], groups: dict[str, tuple[Any, ...]]) -
 # --- outbox (admin) --------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class OutboxRow:
+    """One outbox command as the page shows it: names instead of ids, and what may be done."""
+
+    command: OutboxCommand
+    kind_label: str
+    userid: str
+    rep_name: str
+    external_userid: str
+    customer_name: str
+    channel_id: int | None
+    channel_name: str
+    can_retry: bool
+    past_deadline: bool
+
+
 @bp.get("/outbox")
 @role_required(StaffRole.ADMIN)
 def outbox_list() -> str:
@@ -530,22 +758,39 @@ def outbox_list() -> str:
         raise InvalidInput(f"未知状态 / Unknown status {status!r}")
     limit = _int_arg("limit", DEFAULT_PAGE, max(PAGE_SIZES))
     offset = _int_arg("offset", 0, 10**9)
-    # Payloads and results can hold message text and customer ids: keep them off the page.
-    stmt = (
-        select(OutboxCommand)
-        .options(defer(OutboxCommand.payload), defer(OutboxCommand.result))
-        .order_by(OutboxCommand.id.desc())
-    )
-    if status:
-        stmt = stmt.where(OutboxCommand.status == OutboxStatus(status))
     with read(_factory()) as db:
-        rows = list(db.scalars(stmt.limit(limit + 1).offset(offset)))
-        counts = _status_counts(db, OutboxCommand.status)
-        has_next = len(rows) > limit
+        commands = outbox_queries.list_commands(db, status=status, limit=limit + 1, offset=offset)
+        counts = outbox_queries.status_counts(db)
+        has_next = len(commands) > limit
+        commands = commands[:limit]
+        subjects = {c.id: outbox_queries.subject(c) for c in commands}
+        reps = directory_queries.names(db, {s.userid for s in subjects.values()})
+        customers = _customer_names(db, {s.external_userid for s in subjects.values()})
+        channel_names = channel_queries.names(
+            db, {s.channel_id for s in subjects.values() if s.channel_id is not None}
+        )
+        now = utcnow()
+        rows = []
+        for c in commands:
+            sub = subjects[c.id]
+            rows.append(
+                OutboxRow(
+                    command=c,
+                    kind_label=outbox_queries.kind_label(c.kind),
+                    userid=sub.userid,
+                    rep_name=reps.get(sub.userid, sub.userid),
+                    external_userid=sub.external_userid,
+                    customer_name=customers.get(sub.external_userid, ""),
+                    channel_id=sub.channel_id,
+                    channel_name=channel_names.get(sub.channel_id, "") if sub.channel_id is not None else "",
+                    can_retry=outbox_queries.can_retry(c, now),
+                    past_deadline=outbox_queries.is_past_deadline(c, now),
+                )
+            )
         prev_url, next_url = _page_urls("console.outbox_list", offset, limit, has_next)
         return render_template(
             "outbox.html",
-            rows=rows[:limit],
+            rows=rows,
             tabs=OUTBOX_TABS,
             status=status,
             counts=_tab_counts(counts, {}),
@@ -561,8 +806,16 @@ def retry_outbox(command_id: int) -> Response:
     back = url_for("console.outbox_list", status=request.form.get("status") or None)
     try:
         with transaction(_factory()) as db:
-            if db.get(OutboxCommand, command_id) is None:
+            command = db.get(OutboxCommand, command_id)
+            if command is None:
                 raise NotFound(f"没有这条命令 / Outbox command {command_id} does not exist.")
+            if command.status is OutboxStatus.UNKNOWN and request.form.get("confirmed") != "1":
+                # The page asks before sending this form; a form that skipped the question is
+                # not a decision to send the write a second time.
+                raise Conflict(
+                    "结果未知的命令需先在企业微信中核实再确认重试 / the outcome is unknown: check in WeCom "
+                    "whether it was done, then confirm the retry"
+                )
             outbox.retry(db, command_id)
     except Conflict as exc:
         flash(f"无法重试 / Cannot retry: {exc.message}", "error")
