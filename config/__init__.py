@@ -25,8 +25,12 @@ SANDBOX_AGENT_ID = 1000002
 SANDBOX_TOKEN = "hJqcu3uJ9Tn2gXPmxx2w9kkCkCE2EPYo"  # noqa: S105
 SANDBOX_AES_KEY = "6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt"
 
-_AES_KEY_RE = re.compile(r"^[A-Za-z0-9]{43}$")
-_TOKEN_RE = re.compile(r"^[A-Za-z0-9]{1,32}$")
+# Shapes WeCom gives these values (REFERENCE §1.1): Token 1-32 letters/digits, EncodingAESKey 43.
+AES_KEY_RE = re.compile(r"^[A-Za-z0-9]{43}$")
+TOKEN_RE = re.compile(r"^[A-Za-z0-9]{1,32}$")
+# 企业ID: "ww" (or "wx" for old corps) and a hex-like tail; `scrm doctor` checks it, start-up does not.
+CORP_ID_RE = re.compile(r"^w[wx][A-Za-z0-9]{8,32}$")
+_URL_RE = re.compile(r"^https?://[^/\s?#]+(/[^\s?#]*)?$")
 
 
 class SettingsError(ValueError):
@@ -56,6 +60,15 @@ class Settings:
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def serves_embedded_sandbox(self) -> bool:
+        """The API base is this process's own /sandbox (no corp configured, or named explicitly)."""
+        return self.wecom_api_base == self.public_url + SANDBOX_API_PATH
+
+    @property
+    def talks_to_real_wecom(self) -> bool:
+        return self.wecom_api_base.startswith(REAL_WECOM_API_BASE)
 
 
 def _read_dotenv(path: Path) -> dict[str, str]:
@@ -108,13 +121,9 @@ def load_settings(
     public URL the embedded sandbox is reached at). Raises SettingsError naming the variable when a
     value is bad, so the process refuses to start.
     """
-    merged: dict[str, str] = dict(defaults or {})
-    if environ is None:
-        merged.update(_read_dotenv(dotenv or Path.cwd() / ".env"))
-        merged.update(os.environ)
-    else:
-        merged.update(environ)
-    env: Mapping[str, str] = merged
+    configured = environment(environ, dotenv=dotenv)
+    explicit_public_url = bool(configured.get("SCRM_PUBLIC_URL", "").strip())
+    env: Mapping[str, str] = {**(defaults or {}), **configured}
 
     instance_dir = Path(env.get("SCRM_INSTANCE_DIR", "instance"))
     database_url = env.get("SCRM_DATABASE_URL") or default_database_url(instance_dir)
@@ -128,33 +137,59 @@ def load_settings(
         database_url = "postgresql+psycopg://" + database_url.split("://", 1)[1]
 
     public_url = env.get("SCRM_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
-    api_base = env.get("WECOM_API_BASE") or public_url + SANDBOX_API_PATH
-    if not api_base.startswith(("http://", "https://")):
+    if not _URL_RE.match(public_url):
+        raise SettingsError(
+            f"SCRM_PUBLIC_URL must be an http(s) URL such as https://scrm.example.com, got {public_url!r}"
+        )
+
+    # A corp is configured when WECOM_CORP_ID names one other than the sandbox's demo corp. Then
+    # the API base defaults to the real WeCom: the embedded sandbox only plays the demo corp and
+    # would answer every call with 40013, which is how a configured corp used to go silently nowhere.
+    corp_env = env.get("WECOM_CORP_ID", "").strip()
+    real_corp = bool(corp_env) and corp_env != SANDBOX_CORP_ID
+    explicit_base = env.get("WECOM_API_BASE", "").strip()
+    if explicit_base:
+        api_base = explicit_base
+    elif real_corp:
+        api_base = REAL_WECOM_API_BASE
+    else:
+        api_base = public_url + SANDBOX_API_PATH
+    if not _URL_RE.match(api_base):
         raise SettingsError(f"WECOM_API_BASE must be an http(s) URL ending in /cgi-bin/, got {api_base!r}")
     if not api_base.endswith("/"):
         api_base += "/"
-    use_sandbox = not api_base.startswith(REAL_WECOM_API_BASE)
+    to_real_wecom = api_base.startswith(REAL_WECOM_API_BASE)
+    if to_real_wecom and corp_env == SANDBOX_CORP_ID:
+        raise SettingsError(
+            f"WECOM_CORP_ID is the sandbox's demo corp ({SANDBOX_CORP_ID}), which real WeCom does not "
+            "know: set your corp's 企业ID (我的企业 → 企业信息), or unset WECOM_API_BASE to use the sandbox"
+        )
+    # The sandbox (lax defaults, staff-picker login, demo data) serves only the demo corp; a real
+    # corp, or the real WeCom, gets every credential checked below.
+    use_sandbox = not real_corp and not to_real_wecom
+    if real_corp:
+        why = f"WECOM_CORP_ID names a real corp ({corp_env})"
+    else:
+        why = f"WECOM_API_BASE points at the real WeCom ({api_base})"
 
-    corp_id = env.get("WECOM_CORP_ID") or (SANDBOX_CORP_ID if use_sandbox else "")
-    secret = env.get("WECOM_SECRET") or (SANDBOX_SECRET if use_sandbox else "")
-    token = env.get("WECOM_TOKEN") or (SANDBOX_TOKEN if use_sandbox else "")
-    aes_key = env.get("WECOM_AES_KEY") or (SANDBOX_AES_KEY if use_sandbox else "")
-    agent_raw = env.get("WECOM_AGENT_ID") or (str(SANDBOX_AGENT_ID) if use_sandbox else "")
-    for name, value in (
-        ("WECOM_CORP_ID", corp_id),
-        ("WECOM_SECRET", secret),
-        ("WECOM_TOKEN", token),
-        ("WECOM_AES_KEY", aes_key),
-        ("WECOM_AGENT_ID", agent_raw),
-    ):
-        if not value:
-            raise SettingsError(
-                f"{name} is required when WECOM_API_BASE points at the real WeCom ({api_base}); "
-                f"copy it from the WeCom admin console (应用管理 → your app)"
-            )
-    if not _AES_KEY_RE.match(aes_key):
+    def given(name: str, sandbox_default: str) -> str:
+        value = env.get(name, "").strip()
+        if value:
+            return value
+        if use_sandbox:
+            return sandbox_default
+        raise SettingsError(
+            f"{name} is required when {why}; copy it from the WeCom admin console (应用管理 → your app)"
+        )
+
+    corp_id = given("WECOM_CORP_ID", SANDBOX_CORP_ID)
+    secret = given("WECOM_SECRET", SANDBOX_SECRET)
+    agent_raw = given("WECOM_AGENT_ID", str(SANDBOX_AGENT_ID))
+    token = given("WECOM_TOKEN", SANDBOX_TOKEN)
+    aes_key = given("WECOM_AES_KEY", SANDBOX_AES_KEY)
+    if not AES_KEY_RE.match(aes_key):
         raise SettingsError("WECOM_AES_KEY must be the 43-character EncodingAESKey (letters and digits)")
-    if not _TOKEN_RE.match(token):
+    if not TOKEN_RE.match(token):
         raise SettingsError("WECOM_TOKEN must be 1-32 letters or digits, as set in the callback settings")
     try:
         agent_id = int(agent_raw)
@@ -165,9 +200,16 @@ def load_settings(
     if not secret_key:
         if not use_sandbox:
             raise SettingsError(
-                "SCRM_SECRET_KEY is required with a real corp: a long random string for sessions"
+                f"SCRM_SECRET_KEY is required when {why}: a long random string that signs console sessions"
             )
         secret_key = "sandbox-only-session-key"  # noqa: S105 - sandbox demo only
+    if not use_sandbox and not explicit_public_url:
+        # WeCom calls back and redirects logins to this address; the loopback default (or the
+        # address `scrm serve` binds) is never where WeCom can reach a real deployment.
+        raise SettingsError(
+            f"SCRM_PUBLIC_URL is required when {why}: the https address WeCom reaches scrm at "
+            "(the callback URL is SCRM_PUBLIC_URL/wecom/callback; its domain is the app's trusted domain)"
+        )
 
     log_level = env.get("SCRM_LOG_LEVEL", "INFO").upper()
     if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -192,6 +234,15 @@ def load_settings(
         dispatch_threads=_int(env, "SCRM_DISPATCH_THREADS", 4, minimum=0),
         log_level=log_level,
     )
+
+
+def environment(environ: Mapping[str, str] | None = None, *, dotenv: Path | None = None) -> dict[str, str]:
+    """The variables as configured: ``environ``, or ``.env`` overlaid by ``os.environ``."""
+    if environ is not None:
+        return dict(environ)
+    merged = _read_dotenv(dotenv or Path.cwd() / ".env")
+    merged.update(os.environ)
+    return merged
 
 
 def instance_dir(environ: Mapping[str, str] | None = None) -> Path:

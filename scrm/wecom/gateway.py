@@ -1,16 +1,20 @@
 """The WeCom server-API gateway: wechatpy's work client behind a small interface.
 
-One class serves the real WeCom and the sandbox; only ``WECOM_API_BASE`` differs. The access token
+One class serves the real WeCom and the sandbox; only the API base differs (``Settings.wecom_api_base``:
+the real WeCom whenever a corp is configured). The access token
 lives in the database (``TokenStore``) so every web worker and scheduler replica shares one token
 (REFERENCE §3.1). wechatpy's own auto-retry loops without a counter on bad tokens, so it is off:
 this module refreshes once on 40014/42001 and translates every failure into ``scrm.errors``
 (REFERENCE §4 retry policy: -1/6000/45033/45035/41063 retryable, 45009 back off, rest final).
+Refusals of our configuration go to ``Health`` with the path WeCom refused (``gettoken`` when the
+secret or corp id is wrong), and successes tell it which path works again.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -24,6 +28,7 @@ from wechatpy.exceptions import WeChatClientException
 from wechatpy.session import SessionStorage
 from wechatpy.work import WeChatClient
 
+from config import REAL_WECOM_API_BASE
 from scrm.db import transaction, upsert
 from scrm.errors import (
     WeComError,
@@ -43,8 +48,12 @@ IDEMPOTENCY_HEADER = "X-Scrm-Idempotency-Key"
 RETRYABLE_ERRCODES = frozenset({-1, 6000, 45033, 45035, 41063})
 TOKEN_ERRCODES = frozenset({40014, 42001})
 RATE_LIMITED = 45009
+# gettoken refused our secret or corp id: repeated attempts get this server's IP banned for an
+# hour (REFERENCE §4, 40001), so calls fail locally for a while instead of asking again.
+GETTOKEN_REFUSED = frozenset({40001, 40013})
+GETTOKEN_PAUSE_S = 30.0
 
-REAL_WECOM_API_BASE = "https://qyapi.weixin.qq.com/cgi-bin/"
+__all__ = ["REAL_WECOM_API_BASE", "MemoryTokenStore", "TokenStore", "WeComGateway", "translate"]
 
 
 class TokenStore(SessionStorage):  # type: ignore[misc]
@@ -97,6 +106,31 @@ class TokenStore(SessionStorage):  # type: ignore[misc]
                 self._cache.pop(key, None)
 
 
+class MemoryTokenStore(SessionStorage):  # type: ignore[misc]
+    """A process-local token store, for one-shot checks that must not depend on the database."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        with self._lock:
+            return self._data.get(key, default)
+
+    def set(self, key: str, value: Any, ttl: int | None = None) -> None:
+        with self._lock:
+            self._data[key] = value
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            self._data.pop(key, None)
+
+    def delete_if(self, key: str, value: str) -> None:
+        with self._lock:
+            if self._data.get(key) == value:
+                self._data.pop(key, None)
+
+
 class _Client(WeChatClient):  # type: ignore[misc]
     """wechatpy's work client, pointed at our base URL (its gettoken URL is hard-coded)."""
 
@@ -132,6 +166,8 @@ class WeComGateway:
 
     def __post_init__(self) -> None:
         self._local = threading.local()
+        self._refused_lock = threading.Lock()
+        self._refused: tuple[float, WeComError] | None = None  # (until, error) after 40001/40013
 
     @property
     def _client(self) -> _Client:
@@ -162,17 +198,21 @@ class WeComGateway:
     ) -> dict[str, Any]:
         """One API call; refreshes the token once on 40014/42001; raises scrm.errors.WeCom*.
         Refusals of our configuration (secret, corp id, IP, permissions) are recorded for the
-        admin (``health``)."""
-        try:
-            result = self._call(method, path, params, body, idempotency_key)
-        except WeComError as error:
-            if self.health is not None and is_configuration_error(error.errcode):
-                assert error.errcode is not None
-                self.health.problem(error.errcode, error.message, path)
-            raise
+        admin (``health``); a success tells it the path works."""
+        result = self._call(method, path, params, body, idempotency_key)
         if self.health is not None:
-            self.health.ok()
+            self.health.ok(path)
         return result
+
+    def fetch_token(self) -> None:
+        """Ask gettoken for a token now, bypassing the cache (``scrm doctor``); raises WeCom*."""
+        self._token("gettoken", fresh=True)
+        if self.health is not None:
+            self.health.ok("gettoken")
+
+    def _record(self, errcode: int | None, errmsg: str, path: str) -> None:
+        if self.health is not None and errcode is not None and is_configuration_error(errcode):
+            self.health.problem(errcode, errmsg, path)
 
     def _call(
         self,
@@ -188,23 +228,40 @@ class WeComGateway:
                 return self._raw(
                     method, path, {**(params or {}), "access_token": token}, body, idempotency_key
                 )
-            except WeComTokenInvalid:
+            except WeComTokenInvalid as error:
                 if attempt == 2:
+                    # 40014 even after a refresh: not a stale token but the wrong corp or app.
+                    self._record(error.errcode, "invalid access_token after a refresh", path)
                     raise
                 log.info("WeCom token rejected on %s; refreshing once", path)
                 # Only drop the token we used: another thread may already have stored a fresh one.
                 self.token_store.delete_if(self._client.access_token_key, token)
         raise AssertionError("unreachable")
 
-    def _token(self, path: str) -> str:
+    def _token(self, path: str, *, fresh: bool = False) -> str:
+        with self._refused_lock:
+            refused = self._refused
+        if refused is not None and not fresh:
+            until, error = refused
+            if time.monotonic() < until:
+                raise WeComRejected(f"{error.message} (not asked again for a while)", error.errcode)
         try:
+            if fresh:
+                self._client.fetch_access_token()
             token = self._client.access_token
         except WeChatClientException as exc:
-            raise translate(exc.errcode, str(exc.errmsg), "gettoken") from None
+            error = translate(exc.errcode, str(exc.errmsg), "gettoken")
+            self._record(exc.errcode, str(exc.errmsg), "gettoken")
+            if error.errcode in GETTOKEN_REFUSED:
+                with self._refused_lock:
+                    self._refused = (time.monotonic() + GETTOKEN_PAUSE_S, error)
+            raise error from None
         except requests.Timeout:
             raise WeComRetryable(f"WeCom gettoken timed out after {self.timeout_s}s") from None
         except requests.RequestException as exc:
             raise WeComRetryable(f"WeCom gettoken unreachable: {type(exc).__name__}") from None
+        with self._refused_lock:
+            self._refused = None
         if not token:
             raise WeComRetryable(f"no access token available for {path}")
         return str(token)
@@ -227,7 +284,10 @@ class WeComGateway:
         try:
             result = self._client._request(method, path, **kwargs)
         except WeChatClientException as exc:
-            raise translate(exc.errcode, str(exc.errmsg), path) from None
+            error = translate(exc.errcode, str(exc.errmsg), path)
+            if not isinstance(error, WeComTokenInvalid):  # a stale token is refreshed first
+                self._record(exc.errcode, str(exc.errmsg), path)
+            raise error from None
         except requests.ConnectTimeout:
             raise WeComRetryable(f"WeCom {path}: no connection within {self.timeout_s}s") from None
         except requests.Timeout:

@@ -1,9 +1,18 @@
 """WeCom health: when WeCom refuses our credentials, IP or permissions, remember it where every
 process and the console can see it, with what the admin should do (REFERENCE §4); forget it
-once calls succeed again.
+once a call that proves it fixed succeeds.
 
 These errors are configuration, not load: retrying does not help, and nothing else tells the
 admin why friends never appear. The errcodes and fixes below come from REFERENCE §4 and §3.0.
+
+What proves a problem fixed depends on the problem. A wrong secret, corp id or untrusted IP
+(``ANY_SUCCESS_RESOLVES``) fails every call, so any success clears it; a missing permission
+(48002, 60011, 84061 …) concerns one API, so only a success on the same path clears it.
+
+Successes are the common case and must stay cheap: each process keeps the open problems it knows
+of in memory and touches the database on success only when that success resolves one of them, or
+at most every ``REFRESH_S`` to learn of problems other processes recorded (a one-shot ``scrm
+reconcile`` or ``scrm doctor`` may record one and exit).
 """
 
 from __future__ import annotations
@@ -11,11 +20,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import case, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from scrm.db import transaction
+from scrm.db import read, transaction
 from scrm.timeutil import utcnow
 from scrm.wecom.models import WeComProblem
 
@@ -30,8 +42,8 @@ FIXES: dict[int, str] = {
     48002: "the app may not call this API: add it under 客户联系 → 可调用接口的应用 (customer contact), "
     "or give it the permission the API needs.",
     60011: "the app's visible range does not include this member or department: widen 可见范围 in 应用管理.",
-    60020: "this server's IP is not trusted: add its outbound IP to the app's 企业可信IP "
-    "(takes about a minute).",
+    60020: "this server's IP is not trusted: add this server's IP to 企业可信IP (the app's 企业可信IP "
+    "in 应用管理; takes about a minute).",
     84061: "no customer-contact relationship between the member and the customer; if it happens for "
     "everyone, check that the members are in the app's visible range and have 客户联系 enabled.",
     48001: "the API is not authorised for this app: check the app's permissions in 应用管理.",
@@ -39,66 +51,109 @@ FIXES: dict[int, str] = {
     84074: "the app has no customer-contact permission: add it under 客户联系 → 可调用接口的应用.",
     301002: "WECOM_AGENT_ID does not belong to the app whose Secret is configured: copy the app's AgentId.",
 }
-# A successful call clears recorded problems; asking the database at most this often.
-RESOLVE_CHECK_S = 30.0
+# Refusals of the credentials or of this server as a whole: every call fails while they last.
+ANY_SUCCESS_RESOLVES = frozenset({40001, 40013, 40014, 50003, 60020})
+# How often a succeeding process re-reads the open problems other processes may have recorded.
+REFRESH_S = 60.0
 
 
 def is_configuration_error(errcode: int | None) -> bool:
     return errcode in FIXES
 
 
+def resolved_by(errcode: int, problem_path: str, success_path: str) -> bool:
+    """Does a successful call of ``success_path`` prove problem ``errcode`` (seen on
+    ``problem_path``) fixed?"""
+    return errcode in ANY_SUCCESS_RESOLVES or problem_path == success_path
+
+
 class Health:
     """Records configuration problems for one gateway's processes (shared through the database)."""
 
-    def __init__(self, factory: sessionmaker[Session]) -> None:
+    def __init__(self, factory: sessionmaker[Session], clock: Callable[[], float] = time.monotonic) -> None:
         self._factory = factory
+        self._clock = clock
         self._lock = threading.Lock()
-        self._next_check = 0.0
+        # errcode → path of the open problems this process knows of (read at the first success).
+        self._open: dict[int, str] = {}
+        self._refresh_at = 0.0
 
     def problem(self, errcode: int, errmsg: str, path: str) -> None:
-        log.error("WeCom refused %s with %s: %s", path, errcode, FIXES[errcode])
+        """WeCom refused ``path`` with ``errcode``: record it (or count it again) for the admin."""
+        with self._lock:
+            known = self._open.get(errcode) == path
+            self._open[errcode] = path
+        # Loud once; while it lasts every call repeats it, and the row counts them.
+        log.log(
+            logging.DEBUG if known else logging.ERROR,
+            "WeCom refused %s with %s: %s",
+            path,
+            errcode,
+            FIXES[errcode],
+        )
         now = utcnow()
+        reopened = WeComProblem.resolved_at.is_not(None)
         try:
             with transaction(self._factory) as session:
-                row = session.get(WeComProblem, errcode)
-                if row is None:
-                    row = WeComProblem(errcode=errcode, first_at=now, count=0)
-                    session.add(row)
-                elif row.resolved_at is not None:
-                    row.first_at, row.count = now, 0
-                row.errmsg = errmsg[:1000]
-                row.path = path[:128]
-                row.fix = FIXES[errcode]
-                row.count += 1
-                row.last_at = now
-                row.resolved_at = None
+                dialect: Any = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+                session.execute(
+                    dialect.insert(WeComProblem)
+                    .values(errcode=errcode, count=0, first_at=now, last_at=now, resolved_at=None)
+                    .on_conflict_do_nothing(index_elements=["errcode"])
+                )
+                # One UPDATE (a row lock on PostgreSQL) so concurrent processes count every refusal.
+                session.execute(
+                    update(WeComProblem)
+                    .where(WeComProblem.errcode == errcode)
+                    .values(
+                        errmsg=errmsg[:1000],
+                        path=path[:128],
+                        fix=FIXES[errcode],
+                        first_at=case((reopened, now), else_=WeComProblem.first_at),
+                        count=case((reopened, 1), else_=WeComProblem.count + 1),
+                        last_at=now,
+                        resolved_at=None,
+                    )
+                )
         except Exception:  # noqa: BLE001 - the caller's error matters more than its bookkeeping
             log.warning("could not record WeCom problem %s", errcode, exc_info=True)
-        with self._lock:
-            self._next_check = 0.0
 
-    def ok(self) -> None:
-        """A call succeeded: resolve recorded problems (checked at most every RESOLVE_CHECK_S)."""
-        now = time.monotonic()
+    def ok(self, path: str) -> None:
+        """A call of ``path`` succeeded: resolve the open problems it proves fixed."""
+        now = self._clock()
         with self._lock:
-            if now < self._next_check:
-                return
-            self._next_check = now + RESOLVE_CHECK_S
+            refresh = now >= self._refresh_at
+            if refresh:
+                self._refresh_at = now + REFRESH_S  # one thread re-reads; a failed read waits too
+            elif not any(resolved_by(code, where, path) for code, where in self._open.items()):
+                return  # the common case: nothing open, or nothing this call proves fixed
         try:
-            with self._factory() as session:
-                if (
-                    session.scalar(select(WeComProblem.errcode).where(WeComProblem.resolved_at.is_(None)))
-                    is None
-                ):
-                    return
+            if refresh:
+                self._reload()
+            with self._lock:
+                fixed = [code for code, where in self._open.items() if resolved_by(code, where, path)]
+            if not fixed:
+                return
             with transaction(self._factory) as session:
                 session.execute(
                     update(WeComProblem)
-                    .where(WeComProblem.resolved_at.is_(None))
+                    .where(WeComProblem.errcode.in_(fixed), WeComProblem.resolved_at.is_(None))
                     .values(resolved_at=utcnow())
                 )
-        except Exception:  # noqa: BLE001
+            with self._lock:
+                for code in fixed:
+                    self._open.pop(code, None)
+            log.info("WeCom accepted %s; resolved problem %s", path, ", ".join(map(str, fixed)))
+        except Exception:  # noqa: BLE001 - the call succeeded; its bookkeeping must not fail it
             log.warning("could not resolve WeCom problems", exc_info=True)
+
+    def _reload(self) -> None:
+        with read(self._factory) as session:
+            rows = session.execute(
+                select(WeComProblem.errcode, WeComProblem.path).where(WeComProblem.resolved_at.is_(None))
+            ).all()
+        with self._lock:
+            self._open = {code: where for code, where in rows}
 
 
 def open_problems(session: Session) -> list[WeComProblem]:
