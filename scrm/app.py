@@ -20,7 +20,7 @@ from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from config import Settings, instance_dir, load_settings
 from jobs import work
 from scrm.context import Context
-from scrm.web import api, auth, callback, console, errors
+from scrm.web import api, auth, callback, console, errors, metrics, security
 from scrm.web.runtime import WebRuntime
 from scrm.wecom.crypto import CallbackCrypto
 
@@ -159,15 +159,18 @@ def create_app(
         after_ack=pool,
     )
     app.extensions["scrm.pool"] = pool
+    ctx.gateway.on_call = metrics.observe_wecom_call
+    errors.install(app)
+    security.install(app, settings)
     app.register_blueprint(callback.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(console.bp)
     # The bare address (what `make run` serves and the README names) opens the console.
     app.add_url_rule("/", "root", lambda: redirect(url_for("console.index")))
-    errors.install(app)
+    metrics.install(app)
 
     if mount_sandbox is None:
-        mount_sandbox = settings.use_sandbox and settings.wecom_api_base.startswith(settings.public_url)
+        mount_sandbox = settings.serves_embedded_sandbox
     if mount_sandbox:
         from scrm.sandbox import Sandbox
 

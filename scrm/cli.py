@@ -19,6 +19,7 @@ import requests
 from sqlalchemy import select
 
 from config import Settings, SettingsError, instance_dir, load_settings
+from scrm.doctor import doctor
 from scrm.errors import ScrmError
 from scrm.sandbox.cli import remove_serve_file, sandbox, write_serve_file
 
@@ -44,6 +45,9 @@ def _context() -> Any:
 @click.group()
 def cli() -> None:
     """scrm — a self-hosted WeCom SCRM."""
+
+
+cli.add_command(doctor)
 
 
 # --- serve / scheduler --------------------------------------------------------------------------
@@ -74,6 +78,7 @@ def serve(host: str, port: int, scheduler: bool, migrate: bool, demo: bool, thre
     from scrm.app import create_app
     from scrm.context import Context
     from scrm.migrations import upgrade
+    from scrm.web import security
 
     # Unless SCRM_PUBLIC_URL says otherwise, scrm (and its embedded sandbox) is where we listen.
     settings = _settings(SCRM_PUBLIC_URL=f"http://{host}:{port}")
@@ -82,6 +87,7 @@ def serve(host: str, port: int, scheduler: bool, migrate: bool, demo: bool, thre
         upgrade(settings.database_url)
     ctx = Context.build(settings)
     app = create_app(settings, ctx=ctx)
+    security.warn_if_exposed(host, settings)
     if scheduler:
         build_scheduler(ctx).start()
     if demo and settings.use_sandbox and "scrm.sandbox" in app.extensions:
@@ -125,9 +131,11 @@ def _seed_when_up(ctx: Any, host: str, port: int) -> None:
 def scheduler(ticks: str) -> None:
     """Run the scheduler ticks (Procfile: scheduler). Safe to run several replicas."""
     from jobs.scheduler import build_scheduler
+    from scrm.web import metrics
 
     _refuse_sqlite_for_separate_roles(_settings(), "scheduler")
     ctx = _context()
+    ctx.gateway.on_call = metrics.observe_wecom_call  # counted with the web's (PROMETHEUS_MULTIPROC_DIR)
     chosen = tuple(t.strip() for t in ticks.split(",") if t.strip())
     try:
         sched = build_scheduler(ctx, blocking=True, ticks=chosen)

@@ -18,6 +18,7 @@ import handlers
 from scrm.db import transaction
 from scrm.errors import CallbackRejected, CallbackTooLarge, MalformedCallback, StaleCallback, WrongCorp
 from scrm.inbox import service as inbox
+from scrm.web import metrics
 from scrm.web.runtime import runtime
 from scrm.wecom.parse import outer_encrypt, parse_envelope
 
@@ -91,8 +92,10 @@ def receive() -> Response:
         if inbox_id is not None:
             welcome_id = handlers.on_arrival(session, envelope, inbox_id)
     if inbox_id is None:
+        metrics.count_callback("duplicate")
         log.debug("duplicate delivery of %s/%s acknowledged", envelope.event, envelope.change_type)
     else:
+        metrics.count_callback("stored")
         rt.after_ack(inbox_id, welcome_id)
     # Customer-contact events take no passive reply: an empty 200 is the acknowledgement (§1.6).
     return Response("", status=200)
@@ -100,4 +103,5 @@ def receive() -> Response:
 
 def _reject(exc: CallbackRejected) -> Response:
     log.info("callback rejected from %s: %s", request.remote_addr, exc.code)
+    metrics.count_callback("rejected", exc.code)
     return Response(exc.message, status=exc.http_status, mimetype="text/plain")

@@ -163,6 +163,8 @@ class WeComGateway:
     timeout_s: float
     token_store: SessionStorage
     health: Health | None = None
+    # Told of every call's outcome, (path, errcode; 0 for success): the web's /metrics counts them.
+    on_call: Callable[[str, int | None], None] | None = None
 
     def __post_init__(self) -> None:
         self._local = threading.local()
@@ -199,7 +201,14 @@ class WeComGateway:
         """One API call; refreshes the token once on 40014/42001; raises scrm.errors.WeCom*.
         Refusals of our configuration (secret, corp id, IP, permissions) are recorded for the
         admin (``health``); a success tells it the path works."""
-        result = self._call(method, path, params, body, idempotency_key)
+        try:
+            result = self._call(method, path, params, body, idempotency_key)
+        except WeComError as error:
+            if self.on_call is not None:
+                self.on_call(path, error.errcode)
+            raise
+        if self.on_call is not None:
+            self.on_call(path, 0)
         if self.health is not None:
             self.health.ok(path)
         return result
