@@ -47,7 +47,8 @@ chromium:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	  || echo "warning: could not install chromium; browser tests will be skipped"; }
 
-## make bench: callback throughput under gunicorn (2 workers), SQLite and PostgreSQL, vs a bare floor
+## make bench: each callback target with PASS/FAIL — PostgreSQL web tier vs a decrypt-only floor, scrm serve on
+## SQLite at 200 adds/s, the Procfile's roles on PostgreSQL (needs postgres@127.0.0.1:5432; about 6 minutes)
 bench: install
 	$(BIN)/python -m tests.bench.callback_bench
 
