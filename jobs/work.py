@@ -2,9 +2,9 @@
 
 Events are claimed in batches with one statement; their WeCom reads run outside any transaction,
 side by side; then they apply in a short transaction, each in its own savepoint so one failure
-costs only that event. Outbox rows are claimed one at a time by each sender thread, sent outside
-any transaction, and their outcome recorded by the claim's holder. The scheduler's ticks and the
-web's after-ack pool are thin callers of what is here.
+costs only that event. Outbox rows are claimed one at a time whenever a sender is free, sent
+outside any transaction, and their outcome recorded by the claim's holder. The scheduler's ticks
+and the web's after-ack pool are thin callers of what is here.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -258,6 +258,31 @@ def _attempt(ctx: Context, claimed: outbox.Claimed) -> dict[str, Any] | WeComErr
         return WeComRetryable(f"{type(exc).__name__} while sending")
 
 
+def _claim(
+    ctx: Context,
+    *,
+    urgent_only: bool = False,
+    leave_urgent_for: timedelta | None = None,
+    ids: list[int] | None = None,
+) -> outbox.Claimed | None:
+    handlers.load_all()  # every outbox kind is registered by the domain that owns it
+    with transaction(ctx.session_factory) as session:
+        return outbox.claim_next(
+            session,
+            call_timeout_s=ctx.settings.wecom_timeout_s,
+            urgent_only=urgent_only,
+            leave_urgent_for=leave_urgent_for,
+            ids=ids,
+        )
+
+
+def _send_claimed(ctx: Context, claimed: outbox.Claimed) -> OutboxStatus:
+    result = _attempt(ctx, claimed)
+    with transaction(ctx.session_factory) as session:
+        status = outbox.record_outcome(session, claimed, result, ctx.settings.outbox_max_attempts)
+    return status if status is not None else OutboxStatus.SENDING
+
+
 def send_one(
     ctx: Context,
     *,
@@ -266,21 +291,14 @@ def send_one(
     ids: list[int] | None = None,
 ) -> OutboxStatus | None:
     """Claim one due write, send it, record the outcome; None when nothing was due."""
-    handlers.load_all()  # every outbox kind is registered by the domain that owns it
-    with transaction(ctx.session_factory) as session:
-        claimed = outbox.claim_next(
-            session,
-            call_timeout_s=ctx.settings.wecom_timeout_s,
-            urgent_only=urgent_only,
-            leave_urgent_for=leave_urgent_for,
-            ids=ids,
-        )
+    claimed = _claim(ctx, urgent_only=urgent_only, leave_urgent_for=leave_urgent_for, ids=ids)
     if claimed is None:
         return None
-    result = _attempt(ctx, claimed)
-    with transaction(ctx.session_factory) as session:
-        status = outbox.record_outcome(session, claimed, result, ctx.settings.outbox_max_attempts)
-    return status if status is not None else OutboxStatus.SENDING
+    return _send_claimed(ctx, claimed)
+
+
+# While calls are in flight and nothing is due, how often to look again for rows falling due.
+LOOK_AGAIN_S = 0.1
 
 
 def send_due(
@@ -293,30 +311,48 @@ def send_due(
     senders: int = 8,
     limit: int = 1000,
 ) -> int:
-    """Send due writes until none is left (or ``limit`` attempts): ``senders`` claimers side by
-    side on ``pool``, each claiming one row at a time. Returns how many were sent."""
-    counts = {"attempts": 0, "sent": 0}
-    lock = threading.Lock()
+    """Send due writes until none is left and none is in flight (or ``limit`` attempts), up to
+    ``senders`` calls at once on ``pool``. Returns how many were sent.
 
-    def sender() -> None:
-        while True:
-            with lock:
-                if counts["attempts"] >= limit:
-                    return
-                counts["attempts"] += 1
+    This thread claims, one row at a time, whenever a sender is free, and looks again every
+    LOOK_AGAIN_S while calls are in flight: rows that fall due meanwhile (adds keep arriving) go
+    out at once on the free senders. (Senders that each stopped at their first empty claim left
+    the lane at the width it had when the tick began — 14 of 32 calls in flight while 50
+    welcomes waited for them, their codes dying.)
+    """
+    if pool is None or senders < 2:
+        sent = 0
+        for _ in range(limit):
             status = send_one(ctx, urgent_only=urgent_only, leave_urgent_for=leave_urgent_for, ids=ids)
             if status is None:
-                return
-            if status is OutboxStatus.SENT:
-                with lock:
-                    counts["sent"] += 1
-
-    if pool is None or senders < 2:
-        sender()
-    else:
-        for future in [pool.submit(sender) for _ in range(senders)]:
-            future.result()
-    return counts["sent"]
+                break
+            sent += status is OutboxStatus.SENT
+        return sent
+    # A claim waiting in the pool's queue would spend its lease there: no more claims than workers.
+    senders = min(senders, getattr(pool, "_max_workers", senders))
+    free = threading.Semaphore(senders)
+    futures: list[Future[OutboxStatus]] = []
+    try:
+        while len(futures) < limit:
+            free.acquire()
+            try:
+                claimed = _claim(ctx, urgent_only=urgent_only, leave_urgent_for=leave_urgent_for, ids=ids)
+            except BaseException:
+                free.release()
+                raise
+            if claimed is None:
+                free.release()
+                in_flight = [f for f in futures if not f.done()]
+                if not in_flight:
+                    break
+                wait(in_flight, timeout=LOOK_AGAIN_S, return_when=FIRST_COMPLETED)
+                continue
+            future = pool.submit(_send_claimed, ctx, claimed)
+            future.add_done_callback(lambda _: free.release())
+            futures.append(future)
+    finally:
+        wait(futures)  # every claim taken here has its outcome recorded before the tick ends
+    return sum(1 for f in futures if f.result() is OutboxStatus.SENT)
 
 
 def drain_outbox(
