@@ -158,20 +158,23 @@ def _close_if_hopeless(
     """Close a row that must not be sent now: past its deadline (EXPIRED if no attempt may have
     reached WeCom, else UNKNOWN), or not retry-safe after an attempt of unknown outcome."""
     unknown = row.has_unknown_attempt or lapsed
+    # A lapsed row's holder may still be mid-call (a welcome's lease ends at its code's death):
+    # it keeps its claim token, so a definite answer arriving after the close is still recorded.
     if row.expires_at is not None and row.expires_at - now < MIN_USEFUL_LIFE:
-        _close(row, OutboxStatus.UNKNOWN if unknown else OutboxStatus.EXPIRED)
+        _close(row, OutboxStatus.UNKNOWN if unknown else OutboxStatus.EXPIRED, keep_claim=lapsed)
     elif unknown and not kind.retry_safe:
-        _close(row, OutboxStatus.UNKNOWN)
+        _close(row, OutboxStatus.UNKNOWN, keep_claim=lapsed)
     else:
         return None
     row.has_unknown_attempt = unknown
     return row.status
 
 
-def _close(row: OutboxCommand, status: OutboxStatus) -> None:
+def _close(row: OutboxCommand, status: OutboxStatus, *, keep_claim: bool = False) -> None:
     row.status = status
     row.lease_until = None
-    row.claim_token = None
+    if not keep_claim:
+        row.claim_token = None
     if status is OutboxStatus.EXPIRED:
         row.last_error = EXPIRED_NOTE
     elif status is OutboxStatus.UNKNOWN:
@@ -182,13 +185,17 @@ def _close(row: OutboxCommand, status: OutboxStatus) -> None:
 def record_outcome(
     session: Session, claimed: Claimed, outcome: dict[str, Any] | WeComError, max_attempts: int
 ) -> OutboxStatus | None:
-    """Record what an attempt came to; None when this sender no longer holds the claim."""
+    """Record what an attempt came to; None when this sender no longer holds the claim.
+
+    A row closed UNKNOWN while this attempt was in flight (its lease ended at its deadline) still
+    takes the attempt's definite success: it did reach WeCom. Any other answer leaves it UNKNOWN.
+    """
     row = session.scalars(
         select(OutboxCommand)
         .where(
             OutboxCommand.id == claimed.id,
             OutboxCommand.claim_token == claimed.token,
-            OutboxCommand.status == OutboxStatus.SENDING,
+            OutboxCommand.status.in_((OutboxStatus.SENDING, OutboxStatus.UNKNOWN)),
         )
         .with_for_update()
     ).first()
@@ -200,6 +207,9 @@ def record_outcome(
     kind = kinds.get(row.kind)
     row.lease_until = None
     row.claim_token = None
+    if row.status is OutboxStatus.UNKNOWN and isinstance(outcome, WeComError):
+        if outcome.errcode not in kind.done_errcodes:
+            return row.status
     if isinstance(outcome, WeComError):
         _failed(session, row, kind, outcome, max_attempts)
         log.info(
@@ -277,6 +287,7 @@ def retry(session: Session, command_id: int) -> OutboxCommand:
     row.status = OutboxStatus.PENDING
     row.attempts = 0
     row.has_unknown_attempt = False
+    row.claim_token = None
     row.next_attempt_at = utcnow()
     return row
 
