@@ -119,11 +119,16 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         return create_engine(
             url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True, pool_use_lifo=True
         )
+    return _sqlite_engine(url, pool_size=pool_size, max_overflow=20)
+
+
+def _sqlite_engine(url: str, **pool: Any) -> Engine:
     engine = create_engine(
         url,
         connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
         pool_pre_ping=True,
         pool_use_lifo=True,
+        **pool,
     )
 
     @event.listens_for(engine, "connect")
@@ -149,8 +154,28 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     return engine
 
 
+_WRITER = "scrm_writer"
+
+
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(bind=engine, expire_on_commit=False)
+    """Sessions on ``engine``. On SQLite, units of work get an engine of their own with ONE
+    pooled connection: SQLite has one writer at a time, and the threads of ``scrm serve`` then
+    queue for it in SQLAlchemy's pool, each woken the moment the one before commits, instead of
+    polling SQLite's busy handler (which sleeps up to 100 ms between tries)."""
+    info: dict[str, Any] = {}
+    if is_sqlite(engine):
+        url = engine.url.render_as_string(hide_password=False)
+        info[_WRITER] = _sqlite_engine(
+            url, pool_size=1, max_overflow=0, pool_timeout=SQLITE_BUSY_TIMEOUT_MS / 1000
+        )
+    return sessionmaker(bind=engine, expire_on_commit=False, info=info)
+
+
+def dispose(factory: sessionmaker[Session]) -> None:
+    """Close every pooled connection of a session factory (tests, and processes that fork)."""
+    for engine in (factory.kw.get("bind"), factory.kw.get("info", {}).get(_WRITER)):
+        if isinstance(engine, Engine):
+            engine.dispose()
 
 
 _in_unit_of_work: ContextVar[bool] = ContextVar("scrm_in_unit_of_work", default=False)
@@ -169,7 +194,8 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
             "a unit of work is already open in this context; pass its session down instead of opening another"
         )
     token = _in_unit_of_work.set(True)
-    session = factory()
+    writer = factory.kw.get("info", {}).get(_WRITER)
+    session = factory(bind=writer) if writer is not None else factory()
     try:
         session.connection(execution_options={WRITE_OPTION: True})
         yield session

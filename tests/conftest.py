@@ -23,7 +23,8 @@ from scrm.schema import Base, InboxEvent, InboxStatus, OutboxCommand, OutboxStat
 
 def _serve(app: Any) -> tuple[BaseWSGIServer, str]:
     server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # A short poll: shutdown() waits up to one interval, and every test stops two servers.
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     return server, f"http://127.0.0.1:{server.server_port}"
 

@@ -85,11 +85,13 @@ class Claimed:
 
 
 def lease_for(call_timeout_s: float, expires_at: datetime | None, now: datetime) -> timedelta:
-    """Long enough for one call with a token refresh (two calls), never past a deadline."""
-    lease = timedelta(seconds=2 * call_timeout_s + 5)
+    """Long enough for one call with a token refresh (two calls), never past a deadline. A write
+    with a deadline (a welcome: its code dies 20 s after the add) gets one call's time only, so
+    after a sender dies another retakes it while the code still lives; should the first call
+    still land, WeCom dedupes the second (a used code answers 41051)."""
     if expires_at is not None:
-        lease = min(lease, expires_at - now)
-    return lease
+        return min(timedelta(seconds=call_timeout_s + 1), expires_at - now)
+    return timedelta(seconds=2 * call_timeout_s + 5)
 
 
 def claim_next(
