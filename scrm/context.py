@@ -28,13 +28,7 @@ class Context:
     def build(cls, settings: Settings) -> Context:
         engine = make_engine(settings.database_url)
         factory = make_session_factory(engine)
-        gateway = WeComGateway(
-            corp_id=settings.wecom_corp_id,
-            secret=settings.wecom_secret,
-            agent_id=settings.wecom_agent_id,
-            api_base=settings.wecom_api_base,
-            timeout_s=settings.wecom_timeout_s,
-            token_store=TokenStore(factory),
-            health=Health(factory),
+        gateway = WeComGateway.from_settings(
+            settings, token_store=TokenStore(factory), health=Health(factory)
         )
         return cls(settings=settings, engine=engine, session_factory=factory, gateway=gateway)

@@ -278,14 +278,8 @@ def run_checks(settings: Settings, echo: Callable[[str], None]) -> bool:
         schema_ok = report(database_check(engine)) and report(migrations_check(engine, settings.database_url))
         # The token stays in memory: gettoken is checked whatever state the database is in. With a
         # usable database a refusal is recorded like any other, so the console shows it too.
-        gateway = WeComGateway(
-            corp_id=settings.wecom_corp_id,
-            secret=settings.wecom_secret,
-            agent_id=settings.wecom_agent_id,
-            api_base=settings.wecom_api_base,
-            timeout_s=settings.wecom_timeout_s,
-            token_store=MemoryTokenStore(),
-            health=Health(factory) if schema_ok else None,
+        gateway = WeComGateway.from_settings(
+            settings, token_store=MemoryTokenStore(), health=Health(factory) if schema_ok else None
         )
         report(gettoken_check(gateway))
         report(callback_check(settings))

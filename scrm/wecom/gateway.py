@@ -28,7 +28,7 @@ from wechatpy.exceptions import WeChatClientException
 from wechatpy.session import SessionStorage
 from wechatpy.work import WeChatClient
 
-from config import REAL_WECOM_API_BASE
+from config import REAL_WECOM_API_BASE, Settings
 from scrm.db import transaction, upsert
 from scrm.errors import (
     WeComError,
@@ -165,6 +165,20 @@ class WeComGateway:
     health: Health | None = None
     # Told of every call's outcome, (path, errcode; 0 for success): the web's /metrics counts them.
     on_call: Callable[[str, int | None], None] | None = None
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, token_store: SessionStorage, health: Health | None
+    ) -> WeComGateway:
+        return cls(
+            corp_id=settings.wecom_corp_id,
+            secret=settings.wecom_secret,
+            agent_id=settings.wecom_agent_id,
+            api_base=settings.wecom_api_base,
+            timeout_s=settings.wecom_timeout_s,
+            token_store=token_store,
+            health=health,
+        )
 
     def __post_init__(self) -> None:
         self._local = threading.local()
