@@ -30,9 +30,17 @@ WELCOME_SENDERS = 32
 OUTBOX_SENDERS = 8
 
 
-def build_scheduler(ctx: Context, *, blocking: bool = False, ticks: tuple[str, ...] = TICKS) -> BaseScheduler:
+def build_scheduler(
+    ctx: Context,
+    *,
+    blocking: bool = False,
+    ticks: tuple[str, ...] = TICKS,
+    welcome_senders: int = WELCOME_SENDERS,
+    outbox_senders: int = OUTBOX_SENDERS,
+) -> BaseScheduler:
     """``ticks`` picks what this replica runs: a replica with only ``welcome`` is a fast lane that
-    no handler work can slow down (Procfile: welcome)."""
+    no handler work can slow down (Procfile: welcome). ``scrm serve`` runs fewer senders: its
+    threads share one interpreter and one SQLite writer with the callbacks it acknowledges."""
     unknown = set(ticks) - set(TICKS)
     if unknown:
         raise ValueError(f"unknown ticks {sorted(unknown)}; choose from {', '.join(TICKS)}")
@@ -41,15 +49,15 @@ def build_scheduler(ctx: Context, *, blocking: bool = False, ticks: tuple[str, .
     dispatch_pool = ThreadPoolExecutor(
         max_workers=max(ctx.settings.dispatch_threads, 2), thread_name_prefix="dispatch"
     )
-    welcome_pool = ThreadPoolExecutor(max_workers=WELCOME_SENDERS, thread_name_prefix="welcome")
-    outbox_pool = ThreadPoolExecutor(max_workers=OUTBOX_SENDERS, thread_name_prefix="outbox")
+    welcome_pool = ThreadPoolExecutor(max_workers=welcome_senders, thread_name_prefix="welcome")
+    outbox_pool = ThreadPoolExecutor(max_workers=outbox_senders, thread_name_prefix="outbox")
 
     def every(seconds: float, func: Any, *args: Any) -> None:
         quiet = work.QuietFailures(func.__name__, func)
         scheduler.add_job(quiet, "interval", seconds=seconds, args=[ctx, *args], id=func.__name__, **common)
 
     if "welcome" in ticks:
-        every(0.1, work.send_due_welcomes, welcome_pool, WELCOME_SENDERS)
+        every(0.1, work.send_due_welcomes, welcome_pool, welcome_senders)
     if "dispatch" in ticks:
         every(0.5, work.dispatch_inbox, dispatch_pool)
         every(10.0, work.refresh_awaiting_details)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -44,8 +44,10 @@ R = TypeVar("R")
 current_event_id: ContextVar[int | None] = ContextVar("current_event_id", default=None)
 
 BATCH = 32
-# Events applied in one transaction (each in its own savepoint).
-APPLY_CHUNK = 16
+# A transaction applies events (each in its own savepoint) for about this long: enough to spread
+# a commit over several events, short enough that on SQLite, where units of work queue for the
+# one writer, a callback waiting to be stored is never held up by much more than that.
+APPLY_BUDGET_S = 0.015
 
 
 @dataclass
@@ -80,14 +82,17 @@ def process_claimed(
     ready = [s for s in staged if s.error is None]
     statuses: dict[int, InboxStatus] = {}
     queued: list[int] = []
-    for start in range(0, len(ready), APPLY_CHUNK):
-        chunk = ready[start : start + APPLY_CHUNK]
+    start = 0
+    while start < len(ready):
+        taken: list[Staged] = []
         try:
-            applied, more = _apply_chunk(ctx, chunk, failures, send_queued)
+            applied, more = _apply_chunk(ctx, iter(ready[start:]), taken, failures, send_queued)
         except Exception as error:  # noqa: BLE001 - the transaction itself failed (the database)
-            for item in chunk:
+            taken = taken or ready[start:]
+            for item in taken:
                 failures[item.event.id] = error
-            continue
+            applied, more = {}, []
+        start += len(taken)
         statuses.update(applied)
         queued += more
     if failures:
@@ -98,14 +103,24 @@ def process_claimed(
 
 
 def _apply_chunk(
-    ctx: Context, chunk: list[Staged], failures: dict[int, BaseException], send_queued: bool
+    ctx: Context,
+    todo: Iterator[Staged],
+    taken: list[Staged],
+    failures: dict[int, BaseException],
+    send_queued: bool,
 ) -> tuple[dict[int, InboxStatus], list[int]]:
+    """Apply events from ``todo`` in one transaction for about APPLY_BUDGET_S (at least one);
+    each event handed out is appended to ``taken``."""
     applied: dict[int, InboxStatus] = {}
+    began = time.monotonic()
     with transaction(ctx.session_factory) as session:
-        for item in chunk:
+        for item in todo:
+            taken.append(item)
             status = _apply(session, item, failures)
             if status is not None:
                 applied[item.event.id] = status
+            if time.monotonic() - began >= APPLY_BUDGET_S:
+                break
         inbox.mark_done_many(session, applied)
         queued = outbox.pending_for_events(session, list(applied)) if send_queued and applied else []
     return applied, queued

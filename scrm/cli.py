@@ -81,7 +81,9 @@ def serve(host: str, port: int, scheduler: bool, migrate: bool, demo: bool, thre
     from scrm.web import security
 
     # Unless SCRM_PUBLIC_URL says otherwise, scrm (and its embedded sandbox) is where we listen.
-    settings = _settings(SCRM_PUBLIC_URL=f"http://{host}:{port}")
+    # The scheduler's ticks do the handlers' work in batches; the request threads only acknowledge
+    # (SCRM_DISPATCH_THREADS=0 unless set): in one interpreter, every extra busy thread delays them.
+    settings = _settings(SCRM_PUBLIC_URL=f"http://{host}:{port}", SCRM_DISPATCH_THREADS="0")
     if migrate:
         _ensure_sqlite_dir(settings)
         upgrade(settings.database_url)
@@ -89,7 +91,10 @@ def serve(host: str, port: int, scheduler: bool, migrate: bool, demo: bool, thre
     app = create_app(settings, ctx=ctx)
     security.warn_if_exposed(host, settings)
     if scheduler:
-        build_scheduler(ctx).start()
+        lanes = build_scheduler(
+            ctx, welcome_senders=SERVE_WELCOME_SENDERS, outbox_senders=SERVE_OUTBOX_SENDERS
+        )
+        lanes.start()
     if demo and settings.use_sandbox and "scrm.sandbox" in app.extensions:
         threading.Thread(target=_seed_when_up, args=(ctx, host, port), daemon=True, name="demo-seed").start()
     click.echo(f"scrm on http://{host}:{port}/console/  (WeCom API: {settings.wecom_api_base})")
@@ -104,6 +109,11 @@ def serve(host: str, port: int, scheduler: bool, migrate: bool, demo: bool, thre
         embedded = app.extensions.get("scrm.sandbox")
         if embedded is not None:
             embedded.state.flush()
+
+
+# In one process the senders share the interpreter with the acknowledgements: a few suffice.
+SERVE_WELCOME_SENDERS = 4
+SERVE_OUTBOX_SENDERS = 2
 
 
 def _seed_when_up(ctx: Any, host: str, port: int) -> None:

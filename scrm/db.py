@@ -13,13 +13,26 @@ while a plain read session (``read``) stays deferred and never takes the write l
 from __future__ import annotations
 
 import enum
+import functools
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Engine, Integer, MetaData, String, create_engine, event
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    event,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -90,12 +103,21 @@ class Base(DeclarativeBase):
 
 def insert_ignore(session: Session, model: Any, values: dict[str, Any], conflict: list[str]) -> int | None:
     """INSERT … ON CONFLICT (conflict) DO NOTHING RETURNING id: the new row's id, or None when a
-    row with the same key exists (a retried callback, a write queued twice, a race)."""
-    module: Any = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    table = model.__table__
-    stmt = module.insert(table).values(**values).on_conflict_do_nothing(index_elements=conflict)
-    result = session.execute(stmt.returning(table.c.id)).scalar_one_or_none()
+    row with the same key exists (a retried callback, a write queued twice, a race).
+
+    Runs on the session's connection with the values as parameters of a statement built once
+    per table: SQLAlchemy's compiled cache then serves every call, where building the statement
+    with the values inline made each callback coerce and cache-key every value (a fifth of the
+    web worker's CPU per callback on PostgreSQL)."""
+    stmt = _insert_ignore_statement(session.get_bind().dialect.name, model.__table__, tuple(conflict))
+    result = session.connection().execute(stmt, values).scalar_one_or_none()
     return int(result) if result is not None else None
+
+
+@functools.cache
+def _insert_ignore_statement(dialect: str, table: Table, conflict: tuple[str, ...]) -> Any:
+    module: Any = postgresql if dialect == "postgresql" else sqlite
+    return module.insert(table).on_conflict_do_nothing(index_elements=list(conflict)).returning(table.c.id)
 
 
 def upsert(session: Session, model: Any, values: dict[str, Any], conflict: list[str]) -> None:
@@ -206,6 +228,12 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     finally:
         session.close()
         _in_unit_of_work.reset(token)
+        if writer is not None:
+            # Yield the interpreter right after handing the one writer connection back: a thread
+            # woken to take it (a callback waiting to be stored) gets it, instead of this thread
+            # taking it again for its next unit of work before the woken one ever runs. Measured
+            # with scrm serve at 40 adds/s: the wait for the writer went from p95 82 ms to 18 ms.
+            time.sleep(0)
 
 
 @contextmanager

@@ -31,9 +31,10 @@ def create_channel(
     library = scrm.ctx.gateway.get_corp_tag_list()  # WeCom calls stay outside transactions
     with transaction(scrm.ctx.session_factory) as session:
         tags.sync_library(session, library)
-        tag_ids = []
-        for tag_name in tag_names or []:
-            tag_ids.append(session.scalar(select(Tag.tag_id).where(Tag.name == tag_name)))
+        tag_ids: list[str] = [
+            session.scalars(select(Tag.tag_id).where(Tag.name == tag_name)).one()
+            for tag_name in tag_names or []
+        ]
         channel = channels.create_channel(
             session, name=name, userids=userids, auto_tag_ids=tag_ids, welcome_text=welcome_text
         )

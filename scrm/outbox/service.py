@@ -115,7 +115,16 @@ def claim_next(
             (t.status == OutboxStatus.PENDING) & (t.next_attempt_at <= now),
             (t.status == OutboxStatus.SENDING) & (t.lease_until < now),
         )
-        candidates = select(t).where(due)
+        candidates = select(
+            t.id,
+            t.kind,
+            t.status,
+            t.expires_at,
+            t.has_unknown_attempt,
+            t.payload,
+            t.idempotency_key,
+            t.created_at,
+        ).where(due)
         if urgent_only:
             candidates = candidates.where(t.priority >= URGENT_PRIORITY)
         if leave_urgent_for is not None:
@@ -124,19 +133,20 @@ def claim_next(
             )
         if ids is not None:
             candidates = candidates.where(t.id.in_(list(ids)))
-        row = session.scalars(
+        # Plain rows, not ORM objects: this runs once per WeCom write, and rarely needs more.
+        row = session.execute(
             candidates.order_by(t.priority.desc(), t.id).limit(1).with_for_update(skip_locked=True)
         ).first()
         if row is None:
             return None
         lapsed = row.status is OutboxStatus.SENDING  # its sender vanished mid-call
         kind = kinds.get(row.kind)
-        closed = _close_if_hopeless(row, kind, now, lapsed)
-        if closed is not None:
+        if _is_hopeless(row.expires_at, row.has_unknown_attempt or lapsed, kind, now):
+            _close_if_hopeless(session.get_one(OutboxCommand, row.id), kind, now, lapsed)
             session.flush()
             continue
         token = secrets.token_hex(16)
-        claimed = session.scalar(
+        claimed = session.execute(
             update(t)
             .where(t.id == row.id, due)
             .values(
@@ -148,10 +158,16 @@ def claim_next(
             )
             .returning(t.id)
             .execution_options(synchronize_session=False)
-        )
+        ).first()
         if claimed is not None:
-            session.expire(row)
             return Claimed(row.id, token, row.kind, dict(row.payload), row.idempotency_key, row.created_at)
+
+
+def _is_hopeless(expires_at: datetime | None, unknown: bool, kind: kinds.Kind, now: datetime) -> bool:
+    """Past its deadline, or not retry-safe after an attempt of unknown outcome."""
+    return (expires_at is not None and expires_at - now < MIN_USEFUL_LIFE) or (
+        unknown and not kind.retry_safe
+    )
 
 
 def _close_if_hopeless(

@@ -6,9 +6,11 @@ same run on this machine.
    only verifies and decrypts with wechatpy (``tests/bench/floor_app.py``) under the same gunicorn
    options. Closed loop, CLIENTS keep-alive senders, BENCH_ROUNDS interleaved rounds; each round's
    ratio is taken against that round's own floor and the median ratio is the figure (target ≥ 0.5).
-2. **SQLite embedded** (``serve-sqlite``): ``scrm serve`` as the quick start runs it — one process,
-   web and scheduler, a fresh SCRM_INSTANCE_DIR, the embedded sandbox at ``/sandbox`` (WeCom's side
-   lives in the same process, as in ``make run``). Open loop: a steady BENCH_RATE adds/s, each with a
+2. **SQLite embedded** (``serve-sqlite``): ``scrm serve`` — one process, web and scheduler, on the
+   embedded SQLite default in a fresh SCRM_INSTANCE_DIR — with WeCom's side in a process of its own
+   (the sandbox process, as for the PostgreSQL parts): in production WeCom is not in scrm's process,
+   and the embedded sandbox of ``make run`` would charge scrm's process for building every
+   customer's encrypted callback and answering every WeCom call. Open loop: a steady BENCH_RATE adds/s, each with a
    WelcomeCode, through a channel with a welcome text, for BENCH_RATE_SECONDS. Figures: ack latency
    p50/p95/p99 from each callback's scheduled send time (target p99 ≤ 50 ms); add → welcome p99,
    from that same send time to the sandbox recording the welcome message (target ≤ 2 s; an add
@@ -70,6 +72,8 @@ PARTS = ("web-pg", "serve-sqlite", "roles-pg")
 # this shared 2-core box it stands in for the lane's own host, so acks and welcomes come first and
 # handler work is a backlog (0 runs it at the web's priority).
 SCHEDULER_NICE = int(os.environ.get("BENCH_SCHEDULER_NICE", "10"))
+SERVE_ARGS = os.environ.get("BENCH_SERVE_ARGS", "").split()
+SERVE_ENV = dict(kv.split("=", 1) for kv in os.environ.get("BENCH_SERVE_ENV", "").split() if kv)
 ONLY = [name for name in os.environ.get("BENCH_ONLY", ",".join(PARTS)).split(",") if name]
 
 # The targets of issue 10's acceptance line.
@@ -668,28 +672,29 @@ def latency_figures(part: Part, loop: OpenLoop, welcome: list[float], welcomed: 
     )
 
 
-def serve_sqlite(tmp: Path) -> Part:
-    """Part 2: ``scrm serve`` on the embedded SQLite default with its embedded sandbox."""
+def serve_sqlite(tmp: Path, sandbox: SandboxProcess) -> Part:
+    """Part 2: ``scrm serve`` on the embedded SQLite default, WeCom's side in the sandbox process."""
     part = Part(
-        f"SQLite embedded: scrm serve (one process, web + scheduler, sandbox at /sandbox), "
+        f"SQLite embedded: scrm serve (one process, web + scheduler; WeCom: the sandbox process), "
         f"{RATE} adds/s for {RATE_SECONDS} s after {WARMUP_SECONDS} s of warm-up"
     )
     instance = tmp / "instance"
     instance.mkdir()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    api_base = sandbox.url + "/cgi-bin/"
     proc = subprocess.Popen(
-        [str(BIN / "scrm"), "serve", "--host", "127.0.0.1", "--port", str(port), "--no-demo"],
+        [str(BIN / "scrm"), "serve", "--host", "127.0.0.1", "--port", str(port), "--no-demo", *SERVE_ARGS],
         cwd=tmp,  # no .env of the checkout's
-        env=bench_env({"SCRM_INSTANCE_DIR": str(instance)}),
+        env=bench_env({"SCRM_INSTANCE_DIR": str(instance), "WECOM_API_BASE": api_base, **SERVE_ENV}),
         stdout=subprocess.DEVNULL,
     )
     with running(proc):
         wait_http(url + "/healthz", proc=proc)
-        admin = SandboxAdmin(url + "/sandbox")
+        admin = sandbox.admin
         db_url = f"sqlite:///{instance / 'scrm.db'}"
         # The channel row is written from here once; scrm serve's own outbox tick creates its QR code.
-        state = create_channel(db_url, url + "/sandbox/cgi-bin/", send_now=False)
+        state = create_channel(db_url, api_base, send_now="--no-scheduler" in SERVE_ARGS)
         wait_channel(admin, state)
         supply = lambda n: admin.prepare(state, n)  # noqa: E731
         open_loop(url, supply, RATE, WARMUP_SECONDS)
@@ -725,10 +730,7 @@ def serve_sqlite(tmp: Path) -> Part:
                 f"sampled VmRSS max {max(rss_now, default=0):.1f}, at the end {memory_mb(proc.pid, 'VmRSS'):.1f}",
             )
         )
-        part.details.append(
-            f"scrm serve {cpu_note(cpu)} (the serve process includes the embedded sandbox preparing "
-            f"the callbacks and answering scrm's WeCom calls)"
-        )
+        part.details.append(f"scrm serve {cpu_note(cpu)}")
         part.details.append(
             f"handlers: {backlog} events still unprocessed "
             f"{time.monotonic() - caught_up + 0.0:.0f} s after the welcomes settled"
@@ -828,11 +830,10 @@ def main() -> None:
     parts: list[Part] = []
     sandbox: SandboxProcess | None = None
     try:
-        if pg and {"web-pg", "roles-pg"} & set(ONLY):
-            sandbox = SandboxProcess()
+        sandbox = wecom = SandboxProcess()
         for name, run in (
             ("web-pg", lambda: web_tier_pg(sandbox)),
-            ("serve-sqlite", lambda: serve_sqlite(tmp)),
+            ("serve-sqlite", lambda: serve_sqlite(tmp, wecom)),
             ("roles-pg", lambda: roles_pg(sandbox)),
         ):
             if name in ONLY and (pg or name == "serve-sqlite"):
