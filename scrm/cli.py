@@ -90,6 +90,7 @@ def serve(host: str, port: int, scheduler: bool, migrate: bool, demo: bool, thre
     ctx = Context.build(settings)
     app = create_app(settings, ctx=ctx)
     security.warn_if_exposed(host, settings)
+    lanes = None
     if scheduler:
         lanes = build_scheduler(
             ctx, welcome_senders=SERVE_WELCOME_SENDERS, outbox_senders=SERVE_OUTBOX_SENDERS
@@ -105,6 +106,9 @@ def serve(host: str, port: int, scheduler: bool, migrate: bool, demo: bool, thre
     try:
         waitress.serve(app, host=host, port=port, threads=threads, ident="scrm")
     finally:
+        if lanes is not None:
+            # First, so no tick starts on thread pools the interpreter is shutting down.
+            lanes.shutdown(wait=False)
         remove_serve_file(instance_dir())
         embedded = app.extensions.get("scrm.sandbox")
         if embedded is not None:

@@ -208,6 +208,32 @@ def record_outcome(
     A row closed UNKNOWN while this attempt was in flight (its lease ended at its deadline) still
     takes the attempt's definite success: it did reach WeCom. Any other answer leaves it UNKNOWN.
     """
+    kind = kinds.get(claimed.kind)
+    if not isinstance(outcome, WeComError) and kind.on_sent is None:
+        # The common case, in one statement: a success with nothing to follow up.
+        sent = session.execute(
+            update(OutboxCommand)
+            .where(
+                OutboxCommand.id == claimed.id,
+                OutboxCommand.claim_token == claimed.token,
+                OutboxCommand.status.in_((OutboxStatus.SENDING, OutboxStatus.UNKNOWN)),
+            )
+            .values(
+                status=OutboxStatus.SENT,
+                sent_at=utcnow(),
+                result=outcome,
+                lease_until=None,
+                claim_token=None,
+                last_errcode=None,
+                last_error=None,
+            )
+            .returning(OutboxCommand.id)
+            .execution_options(synchronize_session=False)
+        ).first()
+        if sent is None:
+            log.warning("outbox %s: claim lost before its outcome was recorded", claimed.id)
+            return None
+        return OutboxStatus.SENT
     row = session.scalars(
         select(OutboxCommand)
         .where(
@@ -222,7 +248,6 @@ def record_outcome(
             "outbox %s: claim lost before its outcome was recorded; the holder records it", claimed.id
         )
         return None
-    kind = kinds.get(row.kind)
     row.lease_until = None
     row.claim_token = None
     if row.status is OutboxStatus.UNKNOWN and isinstance(outcome, WeComError):
