@@ -275,15 +275,17 @@ def _attempt(ctx: Context, claimed: outbox.Claimed) -> dict[str, Any] | WeComErr
 
 def _claim(
     ctx: Context,
+    count: int = 1,
     *,
     urgent_only: bool = False,
     leave_urgent_for: timedelta | None = None,
     ids: list[int] | None = None,
-) -> outbox.Claimed | None:
+) -> list[outbox.Claimed]:
     handlers.load_all()  # every outbox kind is registered by the domain that owns it
     with transaction(ctx.session_factory) as session:
-        return outbox.claim_next(
+        return outbox.claim_many(
             session,
+            count,
             call_timeout_s=ctx.settings.wecom_timeout_s,
             urgent_only=urgent_only,
             leave_urgent_for=leave_urgent_for,
@@ -306,9 +308,10 @@ def send_one(
     ids: list[int] | None = None,
 ) -> OutboxStatus | None:
     """Claim one due write, send it, record the outcome; None when nothing was due."""
-    claimed = _claim(ctx, urgent_only=urgent_only, leave_urgent_for=leave_urgent_for, ids=ids)
-    if claimed is None:
+    claims = _claim(ctx, urgent_only=urgent_only, leave_urgent_for=leave_urgent_for, ids=ids)
+    if not claims:
         return None
+    claimed = claims[0]
     return _send_claimed(ctx, claimed)
 
 
@@ -350,21 +353,29 @@ def send_due(
     try:
         while len(futures) < limit:
             free.acquire()
+            slots = 1  # as many as are free now, in one claiming transaction
+            while slots < min(senders, limit - len(futures)) and free.acquire(blocking=False):
+                slots += 1
             try:
-                claimed = _claim(ctx, urgent_only=urgent_only, leave_urgent_for=leave_urgent_for, ids=ids)
+                claims = _claim(
+                    ctx, slots, urgent_only=urgent_only, leave_urgent_for=leave_urgent_for, ids=ids
+                )
             except BaseException:
-                free.release()
+                for _ in range(slots):
+                    free.release()
                 raise
-            if claimed is None:
+            for _ in range(slots - len(claims)):
                 free.release()
+            if not claims:
                 in_flight = [f for f in futures if not f.done()]
                 if not in_flight:
                     break
                 wait(in_flight, timeout=LOOK_AGAIN_S, return_when=FIRST_COMPLETED)
                 continue
-            future = pool.submit(_send_claimed, ctx, claimed)
-            future.add_done_callback(lambda _: free.release())
-            futures.append(future)
+            for claimed in claims:
+                future = pool.submit(_send_claimed, ctx, claimed)
+                future.add_done_callback(lambda _: free.release())
+                futures.append(future)
     finally:
         wait(futures)  # every claim taken here has its outcome recorded before the tick ends
     return sum(1 for f in futures if f.result() is OutboxStatus.SENT)

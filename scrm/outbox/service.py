@@ -163,6 +163,18 @@ def claim_next(
             return Claimed(row.id, token, row.kind, dict(row.payload), row.idempotency_key, row.created_at)
 
 
+def claim_many(session: Session, count: int, **options: Any) -> list[Claimed]:
+    """Claim up to ``count`` due rows in one transaction (``claim_next``'s options): a lane with
+    several free senders pays for one transaction, not one each."""
+    claimed: list[Claimed] = []
+    while len(claimed) < count:
+        one = claim_next(session, **options)
+        if one is None:
+            break
+        claimed.append(one)
+    return claimed
+
+
 def _is_hopeless(expires_at: datetime | None, unknown: bool, kind: kinds.Kind, now: datetime) -> bool:
     """Past its deadline, or not retry-safe after an attempt of unknown outcome."""
     return (expires_at is not None and expires_at - now < MIN_USEFUL_LIFE) or (
