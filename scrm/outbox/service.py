@@ -12,6 +12,7 @@ while it may still work; anything else ends UNKNOWN, never mislabelled as not se
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 from collections.abc import Iterable
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from scrm.db import insert_ignore
@@ -108,35 +109,16 @@ def claim_next(
     Compare-and-set: the UPDATE repeats the due condition, so of two claimers racing for a row
     only one gets it; on PostgreSQL the candidate scan also skips rows another claimer holds.
     """
-    t = OutboxCommand
+    select_due, claim = _claim_statements(urgent_only, leave_urgent_for is not None, ids is not None)
     while True:
         now = utcnow()
-        due = or_(
-            (t.status == OutboxStatus.PENDING) & (t.next_attempt_at <= now),
-            (t.status == OutboxStatus.SENDING) & (t.lease_until < now),
-        )
-        candidates = select(
-            t.id,
-            t.kind,
-            t.status,
-            t.expires_at,
-            t.has_unknown_attempt,
-            t.payload,
-            t.idempotency_key,
-            t.created_at,
-        ).where(due)
-        if urgent_only:
-            candidates = candidates.where(t.priority >= URGENT_PRIORITY)
+        params: dict[str, Any] = {"now": now}
         if leave_urgent_for is not None:
-            candidates = candidates.where(
-                or_(t.priority < URGENT_PRIORITY, t.created_at <= now - leave_urgent_for)
-            )
+            params["urgent_before"] = now - leave_urgent_for
         if ids is not None:
-            candidates = candidates.where(t.id.in_(list(ids)))
+            params["ids"] = list(ids)
         # Plain rows, not ORM objects: this runs once per WeCom write, and rarely needs more.
-        row = session.execute(
-            candidates.order_by(t.priority.desc(), t.id).limit(1).with_for_update(skip_locked=True)
-        ).first()
+        row = session.execute(select_due, params).first()
         if row is None:
             return None
         lapsed = row.status is OutboxStatus.SENDING  # its sender vanished mid-call
@@ -147,20 +129,61 @@ def claim_next(
             continue
         token = secrets.token_hex(16)
         claimed = session.execute(
-            update(t)
-            .where(t.id == row.id, due)
-            .values(
-                status=OutboxStatus.SENDING,
-                claim_token=token,
-                lease_until=now + lease_for(call_timeout_s, row.expires_at, now),
-                attempts=t.attempts + 1,
-                has_unknown_attempt=row.has_unknown_attempt or lapsed,
-            )
-            .returning(t.id)
-            .execution_options(synchronize_session=False)
+            claim,
+            {
+                "now": now,
+                "row_id": row.id,
+                "token": token,
+                "lease_until": now + lease_for(call_timeout_s, row.expires_at, now),
+                "unknown": bool(row.has_unknown_attempt or lapsed),
+            },
         ).first()
         if claimed is not None:
             return Claimed(row.id, token, row.kind, dict(row.payload), row.idempotency_key, row.created_at)
+
+
+@functools.cache
+def _claim_statements(urgent_only: bool, leaves_urgent: bool, among_ids: bool) -> tuple[Any, Any]:
+    """The candidate scan and the compare-and-set claim, built once per shape with their values
+    as bound parameters: building them per call cost more than running them."""
+    t = OutboxCommand
+    now = bindparam("now", type_=t.next_attempt_at.type)
+    due = or_(
+        (t.status == OutboxStatus.PENDING) & (t.next_attempt_at <= now),
+        (t.status == OutboxStatus.SENDING) & (t.lease_until < now),
+    )
+    candidates = select(
+        t.id,
+        t.kind,
+        t.status,
+        t.expires_at,
+        t.has_unknown_attempt,
+        t.payload,
+        t.idempotency_key,
+        t.created_at,
+    ).where(due)
+    if urgent_only:
+        candidates = candidates.where(t.priority >= URGENT_PRIORITY)
+    if leaves_urgent:
+        cutoff = bindparam("urgent_before", type_=t.created_at.type)
+        candidates = candidates.where(or_(t.priority < URGENT_PRIORITY, t.created_at <= cutoff))
+    if among_ids:
+        candidates = candidates.where(t.id.in_(bindparam("ids", expanding=True)))
+    select_due = candidates.order_by(t.priority.desc(), t.id).limit(1).with_for_update(skip_locked=True)
+    claim = (
+        update(t)
+        .where(t.id == bindparam("row_id"), due)
+        .values(
+            status=OutboxStatus.SENDING,
+            claim_token=bindparam("token"),
+            lease_until=bindparam("lease_until", type_=t.lease_until.type),
+            attempts=t.attempts + 1,
+            has_unknown_attempt=bindparam("unknown"),
+        )
+        .returning(t.id)
+        .execution_options(synchronize_session=False)
+    )
+    return select_due, claim
 
 
 def claim_many(session: Session, count: int, **options: Any) -> list[Claimed]:
@@ -224,23 +247,8 @@ def record_outcome(
     if not isinstance(outcome, WeComError) and kind.on_sent is None:
         # The common case, in one statement: a success with nothing to follow up.
         sent = session.execute(
-            update(OutboxCommand)
-            .where(
-                OutboxCommand.id == claimed.id,
-                OutboxCommand.claim_token == claimed.token,
-                OutboxCommand.status.in_((OutboxStatus.SENDING, OutboxStatus.UNKNOWN)),
-            )
-            .values(
-                status=OutboxStatus.SENT,
-                sent_at=utcnow(),
-                result=outcome,
-                lease_until=None,
-                claim_token=None,
-                last_errcode=None,
-                last_error=None,
-            )
-            .returning(OutboxCommand.id)
-            .execution_options(synchronize_session=False)
+            _record_sent_statement(),
+            {"row_id": claimed.id, "token": claimed.token, "sent_at": utcnow(), "result": outcome},
         ).first()
         if sent is None:
             log.warning("outbox %s: claim lost before its outcome was recorded", claimed.id)
@@ -273,6 +281,31 @@ def record_outcome(
     else:
         _sent(session, row, kind, outcome)
     return row.status
+
+
+@functools.cache
+def _record_sent_statement() -> Any:
+    """A success recorded on the claim, built once (values bound per call)."""
+    t = OutboxCommand
+    return (
+        update(t)
+        .where(
+            t.id == bindparam("row_id"),
+            t.claim_token == bindparam("token"),
+            t.status.in_((OutboxStatus.SENDING, OutboxStatus.UNKNOWN)),
+        )
+        .values(
+            status=OutboxStatus.SENT,
+            sent_at=bindparam("sent_at", type_=t.sent_at.type),
+            result=bindparam("result", type_=t.result.type),
+            lease_until=None,
+            claim_token=None,
+            last_errcode=None,
+            last_error=None,
+        )
+        .returning(t.id)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def _sent(session: Session, row: OutboxCommand, kind: kinds.Kind, result: dict[str, Any]) -> None:
