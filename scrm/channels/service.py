@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from scrm.channels.models import Channel, ChannelStatus
@@ -258,6 +258,12 @@ def _get(session: Session, channel_id: int) -> Channel:
     return channel
 
 
+# Read while WeCom waits for the ack: built once, the state bound per call.
+_WELCOME_OF_STATE = select(Channel.welcome_text, Channel.is_disabled).where(
+    Channel.state == bindparam("state")
+)
+
+
 def queue_welcome(
     session: Session,
     *,
@@ -274,9 +280,7 @@ def queue_welcome(
     base, _ = split_state(state)
     if not base:
         return None
-    row = session.execute(
-        select(Channel.welcome_text, Channel.is_disabled).where(Channel.state == base)
-    ).first()
+    row = session.execute(_WELCOME_OF_STATE, {"state": base}).first()
     if row is None or not row.welcome_text or row.is_disabled:
         return None
     payload: dict[str, Any] = {
