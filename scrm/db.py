@@ -193,13 +193,6 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False, info=info)
 
 
-def dispose(factory: sessionmaker[Session]) -> None:
-    """Close every pooled connection of a session factory (tests, and processes that fork)."""
-    for engine in (factory.kw.get("bind"), factory.kw.get("info", {}).get(_WRITER)):
-        if isinstance(engine, Engine):
-            engine.dispose()
-
-
 _in_unit_of_work: ContextVar[bool] = ContextVar("scrm_in_unit_of_work", default=False)
 
 

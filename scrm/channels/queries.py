@@ -15,10 +15,6 @@ def all_channels(session: Session, *, include_disabled: bool = True) -> list[Cha
     return list(session.scalars(stmt))
 
 
-def by_state(session: Session, state: str) -> Channel | None:
-    return session.scalar(select(Channel).where(Channel.state == state))
-
-
 def by_id(session: Session, channel_id: int) -> Channel | None:
     return session.get(Channel, channel_id)
 

@@ -103,10 +103,6 @@ def _token(length: int) -> str:
     return "".join(secrets.choice(_ALPHABET) for _ in range(length))
 
 
-def new_lead_token() -> str:
-    return _token(8)
-
-
 @dataclass(frozen=True)
 class ResolvedState:
     channel: Channel | None

@@ -11,10 +11,9 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from scrm.channels.models import Channel
-from scrm.customers.models import Contact
 from scrm.friends.models import OPEN_STATUSES, Friendship, FriendshipStatus
-from scrm.leads.models import Lead
 from scrm.people.models import ExternalContact
+from scrm.people.service import customer_id_of
 from scrm.tags.models import FriendshipTag
 
 
@@ -66,15 +65,6 @@ def list_friends(session: Session, f: FriendFilter) -> list[Friendship]:
     return list(session.scalars(friends_query(f)))
 
 
-def customer_id(friendship: Friendship) -> int | None:
-    person = friendship.external_contact
-    contact: Contact | None = person.contact
-    if contact is not None:
-        return contact.customer_id
-    lead: Lead | None = person.lead
-    return lead.customer_id if lead is not None else None
-
-
 def friend_json(friendship: Friendship) -> dict[str, Any]:
     channel: Channel | None = friendship.channel
     return {
@@ -85,7 +75,7 @@ def friend_json(friendship: Friendship) -> dict[str, Any]:
         "state": friendship.state,
         "channel": {"id": channel.id, "name": channel.name} if channel else None,
         "lead_id": friendship.external_contact.lead_id,
-        "customer_id": customer_id(friendship),
+        "customer_id": customer_id_of(friendship.external_contact),
         "tags": sorted(link.tag_id for link in friendship.tags),
         "added_at": _iso(friendship.added_at),
         "removed_at": _iso(friendship.removed_at),
