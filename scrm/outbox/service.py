@@ -123,8 +123,14 @@ def claim_next(
             return None
         lapsed = row.status is OutboxStatus.SENDING  # its sender vanished mid-call
         kind = kinds.get(row.kind)
-        if _is_hopeless(row.expires_at, row.has_unknown_attempt or lapsed, kind, now):
-            _close_if_hopeless(session.get_one(OutboxCommand, row.id), kind, now, lapsed)
+        unknown = bool(row.has_unknown_attempt or lapsed)
+        closing = _hopeless_status(row.expires_at, unknown, kind, now)
+        if closing is not None:
+            hopeless = session.get_one(OutboxCommand, row.id)
+            hopeless.has_unknown_attempt = unknown
+            # A lapsed row's holder may still be mid-call (a welcome's lease ends at its code's
+            # death): it keeps its claim token, so a definite answer arriving later is recorded.
+            _close(hopeless, closing, keep_claim=lapsed)
             session.flush()
             continue
         token = secrets.token_hex(16)
@@ -198,29 +204,17 @@ def claim_many(session: Session, count: int, **options: Any) -> list[Claimed]:
     return claimed
 
 
-def _is_hopeless(expires_at: datetime | None, unknown: bool, kind: kinds.Kind, now: datetime) -> bool:
-    """Past its deadline, or not retry-safe after an attempt of unknown outcome."""
-    return (expires_at is not None and expires_at - now < MIN_USEFUL_LIFE) or (
-        unknown and not kind.retry_safe
-    )
-
-
-def _close_if_hopeless(
-    row: OutboxCommand, kind: kinds.Kind, now: datetime, lapsed: bool
+def _hopeless_status(
+    expires_at: datetime | None, unknown: bool, kind: kinds.Kind, now: datetime
 ) -> OutboxStatus | None:
-    """Close a row that must not be sent now: past its deadline (EXPIRED if no attempt may have
-    reached WeCom, else UNKNOWN), or not retry-safe after an attempt of unknown outcome."""
-    unknown = row.has_unknown_attempt or lapsed
-    # A lapsed row's holder may still be mid-call (a welcome's lease ends at its code's death):
-    # it keeps its claim token, so a definite answer arriving after the close is still recorded.
-    if row.expires_at is not None and row.expires_at - now < MIN_USEFUL_LIFE:
-        _close(row, OutboxStatus.UNKNOWN if unknown else OutboxStatus.EXPIRED, keep_claim=lapsed)
-    elif unknown and not kind.retry_safe:
-        _close(row, OutboxStatus.UNKNOWN, keep_claim=lapsed)
-    else:
-        return None
-    row.has_unknown_attempt = unknown
-    return row.status
+    """The status to close a row with instead of sending it, or None to send it: past its
+    deadline (EXPIRED if no attempt may have reached WeCom, else UNKNOWN), or not retry-safe
+    after an attempt of unknown outcome (UNKNOWN)."""
+    if expires_at is not None and expires_at - now < MIN_USEFUL_LIFE:
+        return OutboxStatus.UNKNOWN if unknown else OutboxStatus.EXPIRED
+    if unknown and not kind.retry_safe:
+        return OutboxStatus.UNKNOWN
+    return None
 
 
 def _close(row: OutboxCommand, status: OutboxStatus, *, keep_claim: bool = False) -> None:
