@@ -35,7 +35,8 @@ from config import (
 from scrm.errors import WeComError
 from scrm.timeutil import to_unix, utcnow
 from scrm.wecom.crypto import CallbackCrypto
-from scrm.wecom.health import FIXES, open_problems
+from scrm.wecom.health import open_problems
+from scrm.wecom.models import FIXES
 
 CALLBACK_PATH = "/wecom/callback"
 # WeCom gives up on the URL verification after 1 s (REFERENCE §1.2); we allow a little more

@@ -409,7 +409,6 @@ def add_problem(app: Flask, *, resolved: bool = False) -> None:
                 errcode=60020,
                 errmsg="not allow to access from your ip, from ip: 203.0.113.9",
                 path="externalcontact/get",
-                fix="this server's IP is not trusted: add its outbound IP to the app's 企业可信IP",
                 count=3,
                 first_at=now,
                 last_at=now,

@@ -29,28 +29,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from scrm.db import read, transaction
 from scrm.timeutil import utcnow
-from scrm.wecom.models import WeComProblem
+from scrm.wecom.models import FIXES, WeComProblem
 
 log = logging.getLogger(__name__)
 
-FIXES: dict[int, str] = {
-    40001: "WECOM_SECRET is wrong, was reset, or the app is disabled: copy the app's current Secret "
-    "(应用管理 → the app → Secret) into WECOM_SECRET. Repeated failures get the IP banned for an hour.",
-    40013: "WECOM_CORP_ID is not a valid corp id: copy 企业ID from 我的企业 → 企业信息.",
-    40014: "WeCom rejected the access token even after a refresh: check WECOM_CORP_ID and WECOM_SECRET "
-    "belong to the same corp and app.",
-    48002: "the app may not call this API: add it under 客户联系 → 可调用接口的应用 (customer contact), "
-    "or give it the permission the API needs.",
-    60011: "the app's visible range does not include this member or department: widen 可见范围 in 应用管理.",
-    60020: "this server's IP is not trusted: add this server's IP to 企业可信IP (the app's 企业可信IP "
-    "in 应用管理; takes about a minute).",
-    84061: "no customer-contact relationship between the member and the customer; if it happens for "
-    "everyone, check that the members are in the app's visible range and have 客户联系 enabled.",
-    48001: "the API is not authorised for this app: check the app's permissions in 应用管理.",
-    50003: "the app is disabled: enable it in 应用管理.",
-    84074: "the app has no customer-contact permission: add it under 客户联系 → 可调用接口的应用.",
-    301002: "WECOM_AGENT_ID does not belong to the app whose Secret is configured: copy the app's AgentId.",
-}
 # Refusals of the credentials or of this server as a whole: every call fails while they last.
 ANY_SUCCESS_RESOLVES = frozenset({40001, 40013, 40014, 50003, 60020})
 # How often a succeeding process re-reads the open problems other processes may have recorded.
@@ -108,7 +90,6 @@ class Health:
                     .values(
                         errmsg=errmsg[:1000],
                         path=path[:128],
-                        fix=FIXES[errcode],
                         first_at=case((reopened, now), else_=WeComProblem.first_at),
                         count=case((reopened, 1), else_=WeComProblem.count + 1),
                         last_at=now,

@@ -41,7 +41,6 @@ def upgrade() -> None:
         sa.Column("errcode", sa.Integer(), autoincrement=False, nullable=False),
         sa.Column("errmsg", sa.Text(), nullable=False),
         sa.Column("path", sa.String(length=128), nullable=False),
-        sa.Column("fix", sa.Text(), nullable=False),
         sa.Column("count", sa.Integer(), nullable=False),
         sa.Column("first_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("last_at", sa.DateTime(timezone=True), nullable=False),
