@@ -51,6 +51,22 @@ def count(scrm: Any, model: Any, *where: Any) -> int:
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# Debian's Chromium, never a downloaded browser, with the flags the project's browser tests use.
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def launch_chromium(playwright: Any) -> Any:
+    return playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+
 
 def procfile_web(env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
     """The Procfile's web command (gunicorn from this environment) and its leading VAR=value

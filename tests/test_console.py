@@ -49,8 +49,8 @@ from scrm.schema import (
     TagGroup,
     TagSource,
 )
+from tests.helpers import CHROMIUM, launch_chromium
 
-CHROMIUM = Path("/usr/bin/chromium")
 T0 = datetime(2026, 3, 2, 1, 30, tzinfo=UTC)  # 09:30 in Shanghai
 SECRET_PAYLOAD = "<xml><Secret>do-not-show-13812348000</Secret></xml>"
 
@@ -576,18 +576,7 @@ def test_console_in_a_real_browser(tmp_path: Path) -> None:
     base = f"http://127.0.0.1:{server.server_port}"
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(
-                executable_path=str(CHROMIUM),
-                args=[
-                    "--headless",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--disable-sync",
-                    "--no-first-run",
-                ],
-            )
+            browser = launch_chromium(p)
             page = browser.new_page(viewport={"width": 1280, "height": 800})
             page.goto(base + "/console/")
             expect(page).to_have_url(re.compile(r"/console/login"))

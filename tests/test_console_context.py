@@ -50,9 +50,8 @@ from scrm.timeutil import utcnow
 from scrm.web import security
 from scrm.wecom.models import WeComProblem
 from tests.conftest import Scrm
+from tests.helpers import CHROMIUM, launch_chromium
 from tests.test_console import T0, build_app, factory, login, seed, token_of
-
-CHROMIUM = Path("/usr/bin/chromium")
 
 
 @pytest.fixture
@@ -550,7 +549,7 @@ def test_a_real_corp_on_a_public_address_is_not_the_sandbox(caplog: pytest.LogCa
 def test_admin_sees_wecom_refusal_in_a_browser(scrm: Scrm, viewport: dict[str, int]) -> None:
     from playwright.sync_api import expect, sync_playwright
 
-    from tests.test_console_phone import CHROMIUM_ARGS, assert_fits
+    from tests.test_console_phone import assert_fits
 
     with transaction(scrm.ctx.session_factory) as db:
         db.add_all(
@@ -569,7 +568,7 @@ def test_admin_sees_wecom_refusal_in_a_browser(scrm: Scrm, viewport: dict[str, i
         assert problem.errcode == 60020
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = launch_chromium(p)
         try:
             page = browser.new_page(viewport=viewport)  # type: ignore[arg-type]
             page.goto(scrm.url + "/console/login")
