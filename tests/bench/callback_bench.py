@@ -72,8 +72,9 @@ PARTS = ("web-pg", "serve-sqlite", "roles-pg")
 # this shared 2-core box it stands in for the lane's own host, so acks and welcomes come first and
 # handler work is a backlog (0 runs it at the web's priority).
 SCHEDULER_NICE = int(os.environ.get("BENCH_SCHEDULER_NICE", "10"))
-SERVE_ARGS = os.environ.get("BENCH_SERVE_ARGS", "").split()
-SERVE_ENV = dict(kv.split("=", 1) for kv in os.environ.get("BENCH_SERVE_ENV", "").split() if kv)
+# scrm serve without its scheduler: what acknowledging alone costs (the channel's QR code is then
+# sent from here, there being no outbox tick).
+SERVE_ACKS_ONLY = os.environ.get("BENCH_SERVE_ACKS_ONLY") == "1"
 ONLY = [name for name in os.environ.get("BENCH_ONLY", ",".join(PARTS)).split(",") if name]
 
 # The targets of issue 10's acceptance line.
@@ -684,9 +685,10 @@ def serve_sqlite(tmp: Path, sandbox: SandboxProcess) -> Part:
     url = f"http://127.0.0.1:{port}"
     api_base = sandbox.url + "/cgi-bin/"
     proc = subprocess.Popen(
-        [str(BIN / "scrm"), "serve", "--host", "127.0.0.1", "--port", str(port), "--no-demo", *SERVE_ARGS],
+        [str(BIN / "scrm"), "serve", "--host", "127.0.0.1", "--port", str(port), "--no-demo"]
+        + (["--no-scheduler"] if SERVE_ACKS_ONLY else []),
         cwd=tmp,  # no .env of the checkout's
-        env=bench_env({"SCRM_INSTANCE_DIR": str(instance), "WECOM_API_BASE": api_base, **SERVE_ENV}),
+        env=bench_env({"SCRM_INSTANCE_DIR": str(instance), "WECOM_API_BASE": api_base}),
         stdout=subprocess.DEVNULL,
     )
     with running(proc):
@@ -694,7 +696,7 @@ def serve_sqlite(tmp: Path, sandbox: SandboxProcess) -> Part:
         admin = sandbox.admin
         db_url = f"sqlite:///{instance / 'scrm.db'}"
         # The channel row is written from here once; scrm serve's own outbox tick creates its QR code.
-        state = create_channel(db_url, api_base, send_now="--no-scheduler" in SERVE_ARGS)
+        state = create_channel(db_url, api_base, send_now=SERVE_ACKS_ONLY)
         wait_channel(admin, state)
         supply = lambda n: admin.prepare(state, n)  # noqa: E731
         open_loop(url, supply, RATE, WARMUP_SECONDS)
