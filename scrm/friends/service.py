@@ -152,7 +152,7 @@ def record_add(session: Session, event: AddEvent, detail: Detail | None) -> Frie
         if detail is not None:
             apply_detail(session, friendship, detail, lead_token=resolved.lead_token)
         return friendship
-    was_open = friendship.status in OPEN_STATUSES and friendship.status_at > from_unix(0)
+    was_open = friendship.status in OPEN_STATUSES  # a row made just now starts closed
     friendship.status = FriendshipStatus.HALF if event.is_half else FriendshipStatus.ACTIVE
     friendship.status_at = event.occurred_at
     friendship.status_event_id = event.inbox_id
