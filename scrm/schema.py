@@ -4,14 +4,30 @@ the domains one by one, wherever the complete schema is needed."""
 
 from __future__ import annotations
 
+from scrm.audit.models import AuditEntry
 from scrm.channels.models import Channel, ChannelStatus
 from scrm.customers.models import Contact, Customer, CustomerKind
 from scrm.db import Base
 from scrm.directory.models import ApiKey, Department, Staff, StaffRole
+from scrm.followups.models import FollowUp, FollowUpKind
 from scrm.friends.models import Friendship, FriendshipStatus
 from scrm.groups.models import CustomerGroup, CustomerGroupMember, GroupMemberType
 from scrm.inbox.models import InboxEvent, InboxStatus
-from scrm.leads.models import Lead, LeadStatus
+from scrm.leads.models import (
+    AssignmentMember,
+    AssignmentRule,
+    DuplicateStatus,
+    ImportStatus,
+    Lead,
+    LeadDuplicate,
+    LeadGrade,
+    LeadImport,
+    LeadMerge,
+    LeadStatus,
+    OwnershipChange,
+    OwnershipReason,
+    PoolRule,
+)
 from scrm.outbox.models import OutboxCommand, OutboxStatus
 from scrm.people.models import ExternalContact
 from scrm.tags.models import FriendshipTag, Tag, TagGroup, TagSource
@@ -19,6 +35,20 @@ from scrm.timeline.models import Activity, ActivityKind
 from scrm.wecom.models import WeComProblem, WeComToken
 
 __all__ = [
+    "AssignmentMember",
+    "AssignmentRule",
+    "AuditEntry",
+    "DuplicateStatus",
+    "FollowUp",
+    "FollowUpKind",
+    "ImportStatus",
+    "LeadDuplicate",
+    "LeadGrade",
+    "LeadImport",
+    "LeadMerge",
+    "OwnershipChange",
+    "OwnershipReason",
+    "PoolRule",
     "ActivityKind",
     "ChannelStatus",
     "CustomerKind",

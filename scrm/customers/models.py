@@ -1,4 +1,6 @@
-"""A customer (a company for B2B, a person for B2C) and its contacts (联系人)."""
+"""A customer (a company for B2B, a person for B2C) and its contacts (联系人). A customer has an
+owner or sits in the public pool (公海, owner None); a merged customer points at the one that
+absorbed it."""
 
 from __future__ import annotations
 
@@ -22,8 +24,16 @@ class Customer(Base):
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     kind: Mapped[CustomerKind] = mapped_column(StrEnumType(CustomerKind), default=CustomerKind.PERSON)
     name: Mapped[str] = mapped_column(String(128), default="")
+    # The company name normalised for matching (scrm.leads.normalize.company_key); "" for people.
+    company_key: Mapped[str] = mapped_column(String(128), default="", index=True)
+    region: Mapped[str] = mapped_column(String(64), default="")
+    industry: Mapped[str] = mapped_column(String(64), default="")
     owner_userid: Mapped[str | None] = mapped_column(String(64), index=True)
+    merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"))
+    last_follow_up_at: Mapped[datetime | None] = mapped_column()
+    next_follow_up_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     contacts: Mapped[list[Contact]] = relationship(back_populates="customer")
 
 
@@ -34,7 +44,9 @@ class Contact(Base):
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
     name: Mapped[str] = mapped_column(String(128), default="")
+    title: Mapped[str] = mapped_column(String(64), default="")
     phone_e164: Mapped[str | None] = mapped_column(String(32), index=True)
+    email: Mapped[str | None] = mapped_column(String(254), index=True)
     unionid: Mapped[str | None] = mapped_column(String(64), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     customer: Mapped[Customer] = relationship(back_populates="contacts")

@@ -1,0 +1,1 @@
+"""The audit log: who exported or merged what, and how many (shared plumbing; knows no domain)."""
