@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import phonenumbers
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -22,32 +21,15 @@ from scrm.customers.models import Contact, Customer
 from scrm.db import insert_ignore
 from scrm.leads import service as leads
 from scrm.leads.models import Lead
+from scrm.leads.normalize import phone_e164
 from scrm.people.models import ExternalContact
 from scrm.timeline import service as timeline
 from scrm.timeline.models import ActivityKind
 from scrm.timeutil import utcnow
 
 
-def normalise_phone(raw: str, region: str = "CN") -> str | None:
-    """E.164 for a valid number, else None. '138-0013-8000' and '+86 13800138000' agree."""
-    try:
-        number = phonenumbers.parse(raw, region)
-    except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_valid_number(number):
-        return None
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-
-
 def normalise_all(phones: list[str]) -> list[str]:
-    return list(dict.fromkeys(p for p in (normalise_phone(raw) for raw in phones) if p))
-
-
-def mask_phone(e164: str | None) -> str:
-    """For logs and lists: +86138****8000."""
-    if not e164:
-        return ""
-    return e164[:6] + "****" + e164[-4:] if len(e164) > 10 else "****"
+    return list(dict.fromkeys(p for p in (phone_e164(raw) for raw in phones) if p))
 
 
 def ensure_person(session: Session, external_userid: str) -> ExternalContact:

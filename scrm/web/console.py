@@ -35,11 +35,11 @@ from scrm.friends.models import FriendshipStatus
 from scrm.inbox import queries as inbox_queries
 from scrm.inbox import service as inbox
 from scrm.inbox.models import InboxStatus
+from scrm.leads import normalize
 from scrm.leads.models import LeadStatus
 from scrm.outbox import queries as outbox_queries
 from scrm.outbox import service as outbox
 from scrm.outbox.models import OutboxCommand, OutboxStatus
-from scrm.people import service as people
 from scrm.people.models import ExternalContact
 from scrm.tags import queries as tag_queries
 from scrm.tags.models import Tag
@@ -228,9 +228,9 @@ def mask_phone(raw: str | None) -> str:
     """Never a full number on a page: normalise, then keep only the +CC+3 prefix and last four."""
     if not raw:
         return ""
-    e164 = people.normalise_phone(raw) or (raw if raw.startswith("+") else None)
+    e164 = normalize.phone_e164(raw) or (raw if raw.startswith("+") else None)
     if e164 and len(e164) > 10:
-        return people.mask_phone(e164)
+        return normalize.mask_phone(e164)
     digits = "".join(ch for ch in raw if ch.isdigit())
     return "****" + digits[-4:] if len(digits) > 4 else "****"
 

@@ -1,0 +1,78 @@
+"""Who owns a lead: the one place that changes ``Lead.owner_userid`` and keeps its history
+(OwnershipChange rows: assignment, claims, releases, recycling, merges). Capacities and claim
+caps count those rows."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from scrm.leads.models import Lead, LeadStatus, OwnershipChange, OwnershipReason
+from scrm.timeutil import SHANGHAI, utcnow
+
+
+def change_owner(
+    session: Session,
+    lead: Lead,
+    to_userid: str | None,
+    reason: OwnershipReason,
+    *,
+    actor: str | None = None,
+    note: str = "",
+    now: datetime | None = None,
+) -> OwnershipChange:
+    """Give ``lead`` to ``to_userid`` (None: the public pool) and record why. A lead that gets an
+    owner while new becomes assigned; one back in the pool is new again for whoever claims it."""
+    now = now or utcnow()
+    change = OwnershipChange(
+        lead_id=lead.id,
+        from_userid=lead.owner_userid,
+        to_userid=to_userid,
+        reason=reason,
+        note=note[:256],
+        actor=actor,
+        at=now,
+    )
+    session.add(change)
+    lead.owner_userid = to_userid
+    lead.recycle_warned_at = None
+    if to_userid is None:
+        lead.assigned_at = None
+        if lead.status is LeadStatus.ASSIGNED:
+            lead.status = LeadStatus.NEW
+    else:
+        lead.assigned_at = now
+        if lead.status is LeadStatus.NEW:
+            lead.status = LeadStatus.ASSIGNED
+    session.flush()
+    return change
+
+
+def received_since(
+    session: Session, userid: str, reasons: tuple[OwnershipReason, ...], since: datetime
+) -> int:
+    """How many leads ``userid`` got for ``reasons`` since ``since`` (capacities, claim caps)."""
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(OwnershipChange)
+            .where(
+                OwnershipChange.to_userid == userid,
+                OwnershipChange.reason.in_(reasons),
+                OwnershipChange.at >= since,
+            )
+        )
+        or 0
+    )
+
+
+def day_start(now: datetime) -> datetime:
+    """Midnight Asia/Shanghai before ``now`` (a rep's day), as aware UTC."""
+    local = now.astimezone(SHANGHAI)
+    return local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(now.tzinfo)
+
+
+def thirty_days_before(now: datetime) -> datetime:
+    return now - timedelta(days=30)
