@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test test-only lint typecheck bench chromium install clean
+.PHONY: run test test-only lint typecheck bench bench-leads dedupe-eval chromium install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,14 @@ chromium:
 ## SQLite at 200 adds/s, the Procfile's roles on PostgreSQL (needs postgres@127.0.0.1:5432; about 6 minutes)
 bench: install
 	$(BIN)/python -m tests.bench.callback_bench
+
+## make dedupe-eval: lead dedupe quality on a seeded, labelled set (pairwise precision, recall, F1; fails below 0.97 / 0.93)
+dedupe-eval: install
+	$(BIN)/python -m tests.dedupe_eval
+
+## make bench-leads: importing 100k leads with dedupe vs a plain bulk insert of the same rows (SQLite, and PostgreSQL when reachable)
+bench-leads: install
+	$(BIN)/python -m tests.bench.leads_bench
 
 clean:
 	rm -rf $(VENV) instance *.egg-info
