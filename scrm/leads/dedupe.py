@@ -1,33 +1,95 @@
-"""Finding the lead a new one duplicates. INTERFACE STUB: exact keys only; the fuzzy matcher
-(name + company with rapidfuzz) and the in-memory index for bulk imports replace it."""
+"""Finding the lead a new one duplicates, and the customer a company name duplicates.
+
+Two kinds of evidence. Exact keys: the same E.164 phone, the same lowercased email or the same
+WeChat unionid is the same person (capture merges or flags these, by setting). Fuzzy: the same
+company after normalisation (scrm.leads.normalize.company_key) and names that rapidfuzz scores at
+or above ``FLAG_THRESHOLD``; these are only ever flagged for a person to review.
+
+Fuzzy candidates are blocked by an indexed equality (``leads.company_key``), never by a scan, so
+``find_matches`` stays one index look-up per key however many leads there are. ``DedupeIndex``
+answers exactly as ``find_matches`` does from memory, for bulk imports and the dedupe eval
+(``python -m tests.dedupe_eval``), which is where the thresholds below were chosen.
+"""
 
 from __future__ import annotations
 
+from bisect import insort
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from rapidfuzz import fuzz
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
+from scrm.customers.models import Customer
 from scrm.leads.fields import LeadInput
 from scrm.leads.models import Lead
-from scrm.leads.normalize import company_key, name_key
+from scrm.leads.normalize import company_key, mask_phone, name_key
+
+# A fuzzy pair is flagged when its names score at least this (rapidfuzz ``ratio`` of the name
+# keys, 0..1) within one normalised company, and names shorter than ``TYPO_MIN_LENGTH`` must be
+# equal (after normalisation: width, case, spaces, dots, word order) to match at all. Why: in a
+# short name one character is as often a colleague as a typo. A changed character in a Chinese
+# name scores 0.67 (3 characters) or 0.5 (2) exactly as two colleagues sharing a surname do
+# (王建国/王建华), and pinyin names a letter apart score 0.93 (yang fan/yang fang) or 0.88
+# (zhang wei/zhang wen); on the eval, letting short names through at 0.9 flagged only such
+# colleagues and found no more duplicates. A one-letter typo in a name of 12 letters or more
+# (michael richardson/micheal richardson) scores 0.92 to 0.95 and is flagged; 0.9 keeps
+# transposed letters (two edits in Indel terms) in while a different given name of a long name
+# (jonathan/jennifer) scores well below.
+FLAG_THRESHOLD = 0.9
+TYPO_MIN_LENGTH = 12
+# At most this many of a company's newest live leads are compared by name. It bounds a look-up
+# when one company has very many leads (a big customer's staff, or junk like "个人"): the
+# newest ones are where a new duplicate most likely lies. DedupeIndex applies the same cap.
+BLOCK_CAP = 2000
+
+EXACT_RULES = ("phone", "email", "unionid")
+FUZZY_RULE = "name+company"
 
 
 @dataclass(frozen=True)
 class Keys:
+    """What matching compares for one lead. ``name`` and ``company`` are the raw spellings, kept
+    only to explain a match; matching itself uses the keys."""
+
     phone_e164: str | None
     email: str | None
     unionid: str | None
     name_key: str
     company_key: str
+    name: str = ""
+    company: str = ""
 
     @classmethod
     def of_input(cls, data: LeadInput) -> Keys:
-        return cls(data.phone_e164, data.email, data.unionid, data.name_key, data.company_key)
+        return cls(
+            data.phone_e164,
+            data.email,
+            data.unionid,
+            data.name_key,
+            data.company_key,
+            data.name,
+            data.company,
+        )
 
     @classmethod
     def of_lead(cls, lead: Lead) -> Keys:
-        return cls(lead.phone_e164, lead.email, lead.unionid, name_key(lead.name), company_key(lead.company))
+        # The stored company_key, which is what find_matches blocks on; computed only for a
+        # Lead not yet flushed that was built without one.
+        stored = lead.company_key if lead.company_key is not None else company_key(lead.company)
+        return cls(
+            lead.phone_e164,
+            lead.email,
+            lead.unionid,
+            name_key(lead.name),
+            stored,
+            lead.name or "",
+            lead.company or "",
+        )
+
+    def exact_values(self) -> tuple[tuple[str, str | None], ...]:
+        return (("phone", self.phone_e164), ("email", self.email), ("unionid", self.unionid))
 
 
 @dataclass(frozen=True)
@@ -39,20 +101,170 @@ class Match:
     exact: bool
 
 
+def name_score(a: str, b: str) -> float:
+    """How alike two name keys are, 0..1: rapidfuzz's normalised Indel similarity when both are
+    long enough for a typo to be told from another name, else 1.0 when equal and 0.0 when not."""
+    if not a or not b:
+        return 0.0
+    if a == b:
+        return 1.0
+    if min(len(a), len(b)) < TYPO_MIN_LENGTH:
+        return 0.0
+    return fuzz.ratio(a, b) / 100.0
+
+
+def _exact_reason(keys: Keys, rules: list[str]) -> str:
+    parts = []
+    for rule in rules:
+        if rule == "phone":
+            parts.append(f"phone {mask_phone(keys.phone_e164)}")
+        elif rule == "email":
+            parts.append(f"email {keys.email}")
+        else:
+            parts.append("unionid")
+    return "same " + " and ".join(parts)
+
+
+def _fuzzy_match(keys: Keys, lead_id: int, other_name: str, other_name_key: str) -> Match | None:
+    score = round(name_score(keys.name_key, other_name_key), 4)
+    if score < FLAG_THRESHOLD:
+        return None
+    mine = keys.name or keys.name_key
+    reason = f"same company {keys.company_key}, names {mine}/{other_name} score {score:.2f}"
+    return Match(lead_id, FUZZY_RULE, score, reason[:256], False)
+
+
+def _combine(
+    keys: Keys,
+    exact_ids: dict[str, list[int]],
+    block: Iterable[tuple[int, str, str]],
+    limit: int,
+) -> list[Match]:
+    """The one way both matchers turn candidates into answers: exact matches first (oldest lead
+    first, one Match per lead naming every key it shares), then fuzzy ones by score."""
+    rules_of: dict[int, list[str]] = {}
+    for rule in EXACT_RULES:
+        for lead_id in exact_ids.get(rule, ()):
+            rules_of.setdefault(lead_id, []).append(rule)
+    found = [
+        Match(lead_id, rules[0], 1.0, _exact_reason(keys, rules), True)
+        for lead_id, rules in sorted(rules_of.items())
+    ]
+    fuzzy: list[Match] = []
+    if keys.company_key and keys.name_key:
+        for lead_id, other_name, other_key in block:
+            if lead_id in rules_of:
+                continue
+            match = _fuzzy_match(keys, lead_id, other_name, other_key)
+            if match is not None:
+                fuzzy.append(match)
+    fuzzy.sort(key=lambda m: (-m.score, m.lead_id))
+    return (found + fuzzy)[:limit]
+
+
 def find_matches(
     session: Session, keys: Keys, *, exclude_lead_id: int | None = None, limit: int = 5
 ) -> list[Match]:
-    """Live leads (not merged away) that may be the same person, best first."""
-    found: list[Match] = []
+    """Live leads (not merged away) that may be the same person, best first: exact keys (each
+    an indexed equality), then name + company (the company's newest ``BLOCK_CAP`` live leads by
+    the indexed ``company_key``, their names scored here)."""
+    live: list[ColumnElement[bool]] = [Lead.merged_into_id.is_(None)]
+    if exclude_lead_id is not None:
+        live.append(Lead.id != exclude_lead_id)
+    exact_ids: dict[str, list[int]] = {}
     for rule, column, value in (
         ("phone", Lead.phone_e164, keys.phone_e164),
         ("email", Lead.email, keys.email),
         ("unionid", Lead.unionid, keys.unionid),
     ):
-        if not value:
-            continue
-        query = select(Lead.id).where(column == value, Lead.merged_into_id.is_(None)).order_by(Lead.id)
-        for lead_id in session.scalars(query.limit(limit)):
-            if lead_id != exclude_lead_id and all(m.lead_id != lead_id for m in found):
-                found.append(Match(lead_id, rule, 1.0, f"same {rule}", True))
-    return found[:limit]
+        if value:
+            query = select(Lead.id).where(column == value, *live).order_by(Lead.id).limit(limit)
+            exact_ids[rule] = list(session.scalars(query))
+    block: list[tuple[int, str, str]] = []
+    if keys.company_key and keys.name_key:
+        by_company = (
+            select(Lead.id, Lead.name)
+            .where(Lead.company_key == keys.company_key, *live)
+            .order_by(Lead.id.desc())
+            .limit(BLOCK_CAP)
+        )
+        block = [(lead_id, name or "", name_key(name)) for lead_id, name in session.execute(by_company)]
+    return _combine(keys, exact_ids, block, limit)
+
+
+class DedupeIndex:
+    """The live leads' keys in memory, answering ``match`` exactly as ``find_matches`` would
+    against the same rows: what a bulk import checks each row against (and adds each new lead
+    to), without a query per row."""
+
+    def __init__(self) -> None:
+        self._exact: dict[str, dict[str, list[int]]] = {rule: {} for rule in EXACT_RULES}
+        # company_key → [(lead_id, name, name_key)] in id order
+        self._blocks: dict[str, list[tuple[int, str, str]]] = {}
+        self.size = 0
+
+    def add(self, lead_id: int, keys: Keys) -> None:
+        for rule, value in keys.exact_values():
+            if value:
+                insort(self._exact[rule].setdefault(value, []), lead_id)
+        if keys.company_key:
+            insort(self._blocks.setdefault(keys.company_key, []), (lead_id, keys.name, keys.name_key))
+        self.size += 1
+
+    def match(self, keys: Keys, limit: int = 5, *, exclude_lead_id: int | None = None) -> list[Match]:
+        exact_ids: dict[str, list[int]] = {}
+        for rule, value in keys.exact_values():
+            if value:
+                ids = self._exact[rule].get(value, [])
+                exact_ids[rule] = [i for i in ids if i != exclude_lead_id][:limit]
+        block: list[tuple[int, str, str]] = []
+        if keys.company_key and keys.name_key:
+            for entry in reversed(self._blocks.get(keys.company_key, [])):
+                if entry[0] == exclude_lead_id:
+                    continue
+                # find_matches compares every row's name key, blank ones included (they score 0)
+                block.append(entry)
+                if len(block) == BLOCK_CAP:
+                    break
+        return _combine(keys, exact_ids, block, limit)
+
+    @classmethod
+    def load(cls, session: Session, *, batch: int = 5000) -> DedupeIndex:
+        """The live leads' keys, streamed ``batch`` rows at a time."""
+        index = cls()
+        query = (
+            select(Lead.id, Lead.phone_e164, Lead.email, Lead.unionid, Lead.name, Lead.company_key)
+            .where(Lead.merged_into_id.is_(None))
+            .order_by(Lead.id)
+            .execution_options(yield_per=batch)
+        )
+        for lead_id, phone, email, unionid, name, ckey in session.execute(query):
+            index.add(lead_id, Keys(phone, email, unionid, name_key(name), ckey or "", name or ""))
+        return index
+
+
+def find_company_matches(session: Session, name: str, *, limit: int = 5) -> list[tuple[int, float, str]]:
+    """Live customers whose company is ``name`` spelled another way (the same company_key as
+    leads use: legal form, city, width and punctuation aside): (customer_id, score, reason),
+    the closest spelling first. Score is 1.0 for the same key, with rapidfuzz's likeness of the
+    two spellings as written only ordering them."""
+    key = company_key(name)
+    if not key:
+        return []
+    query = (
+        select(Customer.id, Customer.name)
+        .where(Customer.company_key == key, Customer.merged_into_id.is_(None))
+        .order_by(Customer.id)
+        .limit(BLOCK_CAP)
+    )
+    folded = name.strip().lower()
+    ranked = sorted(
+        (
+            (customer_id, other, fuzz.ratio(folded, (other or "").lower()))
+            for customer_id, other in session.execute(query)
+        ),
+        key=lambda row: (-row[2], row[0]),
+    )
+    return [
+        (customer_id, 1.0, f"same company {key} ({other})"[:256]) for customer_id, other, _ in ranked[:limit]
+    ]

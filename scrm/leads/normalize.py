@@ -52,9 +52,17 @@ def email_key(raw: str | None) -> str | None:
     return text if text and _EMAIL.match(text) else None
 
 
+_LATIN_NAME = re.compile(r"^[a-z][a-z .'-]*$")
+
+
 def name_key(raw: str | None) -> str:
-    """A person's name as matching sees it: width-folded, lowercased, without spaces or dots."""
-    return re.sub(r"[\s.·•_-]+", "", fold_width(raw or "").lower())
+    """A person's name as matching sees it: width-folded, lowercased, without spaces or dots. A
+    name in Latin letters has its words sorted first, since 'Zhang Wei' and 'Wei Zhang' are one
+    person written in two orders; a Chinese name keeps its order (张 三 is 张三, not 三张)."""
+    text = fold_width(raw or "").lower()
+    if _LATIN_NAME.match(text):
+        text = " ".join(sorted(re.split(r"[\s.·•_-]+", text)))
+    return re.sub(r"[\s.·•_-]+", "", text)
 
 
 # Legal forms and generic suffixes, longest first so 有限责任公司 goes before 有限公司 and 公司.
@@ -123,14 +131,25 @@ _CITIES = (
     "香港",
     "中国",
 )
+# The same cities as they are written in Latin letters, at the front: 'Shanghai Acme Robotics'.
+_LATIN_CITIES = re.compile(
+    r"^(?:beijing|shanghai|tianjin|chongqing|guangzhou|shenzhen|hangzhou|nanjing|suzhou|chengdu"
+    r"|wuhan|xi'?an|changsha|zhengzhou|qingdao|xiamen|ningbo|wuxi|hefei|fuzhou|jinan|dalian"
+    r"|shenyang|dongguan|foshan|kunming|nanchang|hong kong|china)\s+"
+)
 _BRACKETED = re.compile(r"[(\[（【][^)\]）】]*[)\]）】]")
 _NOT_WORD = re.compile(r"[\W_]+", re.UNICODE)
+# What must remain after a leading city is taken off, or the city stays: 上海银行 and 北京银行 are
+# two banks, not one 银行, while 上海奇点科技 is 奇点科技 (a trade name plus its trade is rarely
+# shorter than three characters).
+_MIN_AFTER_CITY = 3
 
 
 def company_key(raw: str | None) -> str:
     """The company name without what varies between spellings of one company: width, case,
     a bracketed part (usually a city), a leading city or 省/市 prefix, the legal form, spaces and
-    punctuation. '上海奇点科技有限公司' and '奇点科技（上海）有限公司' and '奇点科技' agree."""
+    punctuation. '上海奇点科技有限公司' and '奇点科技（上海）有限公司' and '奇点科技' agree, and so do
+    'Acme Robotics (Shanghai) Co., Ltd.' and 'ACME Robotics Inc'."""
     text = fold_width(raw or "").lower()
     text = _BRACKETED.sub(" ", text)
     changed = True
@@ -141,10 +160,14 @@ def company_key(raw: str | None) -> str:
             if stripped.endswith(suffix) and len(stripped) > len(suffix):
                 text, changed = stripped[: -len(suffix)], True
                 break
+    text = text.strip(" ,.;:-")
+    latin_city = _LATIN_CITIES.match(text)
+    if latin_city and len(_NOT_WORD.sub("", text[latin_city.end() :])) >= _MIN_AFTER_CITY:
+        text = text[latin_city.end() :]
     text = _NOT_WORD.sub("", text)
     for city in _CITIES:
         for prefix in (city + "市", city + "省", city):
-            if text.startswith(prefix) and len(text) > len(prefix) + 1:
+            if text.startswith(prefix) and len(text) >= len(prefix) + _MIN_AFTER_CITY:
                 text = text[len(prefix) :]
                 break
         else:
