@@ -319,6 +319,121 @@ def staff_set_role(userid: str, role: str) -> None:
     click.echo(f"{userid} is now {role}")
 
 
+# --- leads --------------------------------------------------------------------------------------
+
+
+@cli.group()
+def leads() -> None:
+    """Leads (线索)."""
+
+
+@leads.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--source", default="import", show_default=True, help="The source of leads whose row names none."
+)
+@click.option("--owner", "owner", metavar="USERID", help="Give every created lead this rep (else the pool).")
+@click.option(
+    "--on-duplicate",
+    type=click.Choice(["merge", "flag", "skip"]),
+    default="flag",
+    show_default=True,
+    help="A row that matches a known lead: fill its blanks, flag it for review, or leave it out.",
+)
+@click.option("--dry-run", is_flag=True, help="Validate and dedupe, write nothing.")
+@click.option(
+    "--map", "mappings", multiple=True, metavar="FIELD=HEADER", help="Map a column, e.g. phone=联系电话."
+)
+@click.option(
+    "--errors-csv", type=click.Path(dir_okay=False, writable=True), help="Write every row error here."
+)
+def leads_import(
+    file: str,
+    source: str,
+    owner: str | None,
+    on_duplicate: str,
+    dry_run: bool,
+    mappings: tuple[str, ...],
+    errors_csv: str | None,
+) -> None:
+    """Import leads from a CSV (UTF-8 or GBK) or XLSX file: bad rows are reported and skipped; a
+    failure part-way keeps none of the file's leads. Exit 0 when it ran, 1 when it failed."""
+    from scrm.db import transaction
+    from scrm.errors import InvalidInput
+    from scrm.leads import importing
+
+    overrides: dict[str, str] = {}
+    for mapping in mappings:
+        name, sep, header = mapping.partition("=")
+        if not sep:
+            raise click.UsageError(f"--map {mapping!r}: write FIELD=HEADER, e.g. phone=联系电话")
+        overrides[name.strip()] = header.strip()
+    ctx = _context()
+    try:
+        sheet = importing.read_sheet(file)
+        column_map = importing.resolve_column_map(sheet.headers, overrides)
+        if not dry_run:
+            with transaction(ctx.session_factory) as session:
+                import_id = importing.create_import(
+                    session,
+                    filename=str(file),
+                    column_map=column_map,
+                    source=source,
+                    owner_userid=owner,
+                    on_duplicate=on_duplicate,
+                    created_by="cli",
+                    total_rows=len(sheet.rows),
+                ).id
+    except InvalidInput as error:
+        raise click.UsageError(error.message) from None
+    click.echo(f"{sheet.filename}: {len(sheet.rows)} rows, {sheet.encoding}")
+    click.echo("columns: " + ", ".join(f"{name}={header}" for name, header in column_map.items()))
+    with click.progressbar(length=len(sheet.rows), label="importing" if not dry_run else "checking") as bar:
+        done = 0
+
+        def progress(report: importing.ImportReport) -> None:
+            nonlocal done
+            bar.update(report.processed_rows - done)
+            done = report.processed_rows
+
+        try:
+            if dry_run:
+                report = importing.dry_run(
+                    ctx.session_factory,
+                    sheet,
+                    column_map=column_map,
+                    source=source,
+                    owner_userid=owner,
+                    on_duplicate=on_duplicate,
+                    progress=progress,
+                )
+            else:
+                report = importing.run_import(ctx.session_factory, import_id, sheet=sheet, progress=progress)
+        except importing.ImportFailed as error:
+            click.echo(f"\nimport failed: {error.message}", err=True)
+            sys.exit(1)
+    verb = "would be " if dry_run else ""
+    click.echo(
+        f"{'dry run: ' if dry_run else f'import {import_id}: '}{verb}created {report.created}, merged "
+        f"{report.merged}, flagged {report.flagged}, skipped {report.skipped}; {report.error_count} rows "
+        "with errors"
+    )
+    for problem in report.errors[:50]:
+        click.echo(f"  row {problem.row}, {problem.column}: {problem.reason}")
+    if report.error_count > 50:
+        click.echo(
+            f"  … and {report.error_count - 50} more" + ("" if errors_csv else " (--errors-csv PATH for all)")
+        )
+    if errors_csv:
+        import csv
+
+        with open(errors_csv, "w", newline="", encoding="utf-8-sig") as out:
+            writer = csv.writer(out)
+            writer.writerow(["row", "column", "reason"])
+            writer.writerows([e.row, e.column, e.reason] for e in report.errors)
+        click.echo(f"errors written to {errors_csv}")
+
+
 # --- sandbox ------------------------------------------------------------------------------------
 
 cli.add_command(sandbox)
