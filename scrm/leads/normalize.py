@@ -139,6 +139,7 @@ _LATIN_CITIES = re.compile(
 )
 _BRACKETED = re.compile(r"[(\[（【][^)\]）】]*[)\]）】]")
 _NOT_WORD = re.compile(r"[\W_]+", re.UNICODE)
+_EDGES = re.compile(r"^[\W_]+|[\W_]+$", re.UNICODE)
 # What must remain after a leading city is taken off, or the city stays: 上海银行 and 北京银行 are
 # two banks, not one 银行, while 上海奇点科技 is 奇点科技 (a trade name plus its trade is rarely
 # shorter than three characters).
@@ -155,12 +156,14 @@ def company_key(raw: str | None) -> str:
     changed = True
     while changed:
         changed = False
-        stripped = text.strip(" ,.;:-")
+        text = _EDGES.sub("", text)
         for suffix in _COMPANY_SUFFIXES:
-            if stripped.endswith(suffix) and len(stripped) > len(suffix):
-                text, changed = stripped[: -len(suffix)], True
+            if text.endswith(suffix):
+                # the longest form that ends the name; a name that is nothing but one keeps it
+                if len(text) > len(suffix):
+                    text, changed = text[: -len(suffix)], True
                 break
-    text = text.strip(" ,.;:-")
+    text = _EDGES.sub("", text)
     latin_city = _LATIN_CITIES.match(text)
     if latin_city and len(_NOT_WORD.sub("", text[latin_city.end() :])) >= _MIN_AFTER_CITY:
         text = text[latin_city.end() :]
