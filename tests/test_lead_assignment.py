@@ -5,12 +5,14 @@ the rep to add a lead with a phone who is no friend yet), and the rules' validat
 from __future__ import annotations
 
 import random
+import threading
 from collections import Counter, defaultdict
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import delete, select
 
+from scrm.db import make_engine, make_session_factory, transaction
 from scrm.directory.models import Staff
 from scrm.errors import InvalidInput, NotFound
 from scrm.leads import assignment
@@ -298,3 +300,42 @@ def test_rule_crud(db_session):
     assert [r.name for r in rules(db_session)] == ["one"]
     with pytest.raises(NotFound):
         delete_rule(db_session, second.id)
+
+
+# --- concurrency ------------------------------------------------------------------------------
+
+
+def test_concurrent_captures_do_not_overfill_a_rep(clean_db):
+    """Ten captures at once, each its own unit of work; the rule's only rep takes three a day.
+    Also a second rule sharing the rep: capacity is the rep's across rules."""
+    engine = make_engine(clean_db)
+    factory = make_session_factory(engine)
+    with transaction(factory) as session:
+        factories.staff(session, "rep")
+        create_rule(session, name="web", priority=1, members=[MemberSpec("rep", daily_capacity=3)])
+        create_rule(
+            session,
+            name="ads",
+            priority=2,
+            members=[MemberSpec("rep", daily_capacity=3)],
+            filters={"source": ["ads"]},
+        )
+    barrier = threading.Barrier(10)
+    owners: list[object] = [None] * 10
+
+    def capture(i):
+        barrier.wait()
+        try:
+            with transaction(factory) as session:
+                lead = new_lead(session, source="ads" if i % 2 else "web")
+                owners[i] = assign_new_lead(session, lead, now=T0)
+        except Exception as exc:  # noqa: BLE001 - the outcome under test
+            owners[i] = exc
+
+    threads = [threading.Thread(target=capture, args=(i,)) for i in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    engine.dispose()
+    assert Counter(owners) == Counter({"rep": 3, None: 7})
