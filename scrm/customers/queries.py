@@ -1,12 +1,11 @@
-"""Reads of customers: one live customer, a company by its normalised name, a customer's
-contacts."""
+"""Reads of customers: one live customer (following merges), a customer's contacts."""
 
 from __future__ import annotations
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from scrm.customers.models import Contact, Customer, CustomerKind
+from scrm.customers.models import Contact, Customer
 
 
 def live_customer(session: Session, customer_id: int) -> Customer | None:
@@ -17,22 +16,6 @@ def live_customer(session: Session, customer_id: int) -> Customer | None:
         seen.add(customer.id)
         customer = session.get(Customer, customer.merged_into_id)
     return customer
-
-
-def company_by_key(session: Session, key: str) -> Customer | None:
-    """The oldest live company with this normalised name (scrm.leads.normalize.company_key)."""
-    if not key:
-        return None
-    return session.scalar(
-        select(Customer)
-        .where(
-            Customer.kind == CustomerKind.COMPANY,
-            Customer.company_key == key,
-            Customer.merged_into_id.is_(None),
-        )
-        .order_by(Customer.id)
-        .limit(1)
-    )
 
 
 def contacts_of(session: Session, customer_id: int) -> list[Contact]:

@@ -20,7 +20,7 @@ from scrm.customers import service as customers
 from scrm.customers.models import Contact, Customer, CustomerKind
 from scrm.errors import Conflict, InvalidInput, NotFound
 from scrm.leads.assignment import assign_new_lead
-from scrm.leads.dedupe import Keys, Match, find_matches
+from scrm.leads.dedupe import Keys, Match, find_company_matches, find_matches
 from scrm.leads.fields import LeadInput
 from scrm.leads.models import (
     OPEN_STATUSES,
@@ -33,7 +33,6 @@ from scrm.leads.models import (
     OwnershipChange,
     OwnershipReason,
 )
-from scrm.leads.normalize import company_key
 from scrm.leads.ownership import change_owner
 from scrm.timeline import service as timeline
 from scrm.timeline.models import Activity, ActivityKind
@@ -608,7 +607,9 @@ def convert(
         if chosen is CustomerKind.COMPANY and not lead.company:
             raise InvalidInput("a company customer needs the lead's company: set it first", field="kind")
         if chosen is CustomerKind.COMPANY:
-            customer = customer_queries.company_by_key(session, lead.company_key or company_key(lead.company))
+            # Companies are deduped as leads are: the same normalised company name is one company.
+            found = find_company_matches(session, lead.company, limit=1)
+            customer = customer_queries.live_customer(session, found[0][0]) if found else None
         if customer is None:
             customer = customers.create_customer(
                 session,
