@@ -6,7 +6,9 @@ company after normalisation (scrm.leads.normalize.company_key) and names that ra
 or above ``FLAG_THRESHOLD``; these are only ever flagged for a person to review.
 
 Fuzzy candidates are blocked by an indexed equality (``leads.company_key``), never by a scan, so
-``find_matches`` stays one index look-up per key however many leads there are. ``DedupeIndex``
+``find_matches`` stays one index look-up per key however many leads there are. The block is the
+company's newest leads, which an index on (company_key, id) reads in order; on company_key alone
+PostgreSQL sorts a big company's every row first (100 ms for 50k rows against 6 ms). ``DedupeIndex``
 answers exactly as ``find_matches`` does from memory, for bulk imports and the dedupe eval
 (``python -m tests.dedupe_eval``), which is where the thresholds below were chosen.
 """
@@ -40,9 +42,12 @@ from scrm.leads.normalize import company_key, mask_phone, name_key
 FLAG_THRESHOLD = 0.9
 TYPO_MIN_LENGTH = 12
 # At most this many of a company's newest live leads are compared by name. It bounds a look-up
-# when one company has very many leads (a big customer's staff, or junk like "个人"): the
-# newest ones are where a new duplicate most likely lies. DedupeIndex applies the same cap.
-BLOCK_CAP = 2000
+# when one company has very many leads (a big account's staff, or junk like "个人"): the newest
+# are where a new duplicate most likely lies, and exact keys still find older ones. Measured on
+# PostgreSQL with 1M leads, one company holding 50k of them: 500 answers in 6 ms at p95 (2,000
+# took 24 ms) given an index on (company_key, id); see the module docstring. DedupeIndex applies
+# the same cap, so both answer alike.
+BLOCK_CAP = 500
 
 EXACT_RULES = ("phone", "email", "unionid")
 FUZZY_RULE = "name+company"
