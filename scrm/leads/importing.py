@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, Table, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from scrm.audit import service as audit
@@ -691,14 +691,15 @@ class _Importer:
             report.flagged += 1
 
     def _lead(self, data: LeadInput, owner: str | None) -> Lead:
-        extra: dict[str, Any] = {
-            "import_id": self.job.id or None,
-            "owner_userid": owner,
-            "created_at": self.now,
-        }
-        if owner:
-            extra.update(status=LeadStatus.ASSIGNED, assigned_at=self.now)
-        return build_lead(data, **extra)
+        return build_lead(
+            data,
+            import_id=self.job.id or None,
+            owner_userid=owner,
+            status=LeadStatus.ASSIGNED if owner else LeadStatus.NEW,
+            assigned_at=self.now if owner else None,
+            duplicate_of_id=None,
+            created_at=self.now,
+        )
 
     def create(self, data: LeadInput, keys: Keys, ref: tuple[str, str] | None, owner: str | None) -> None:
         temp = next(self.temp_ids)
@@ -731,55 +732,116 @@ class _Importer:
     def flush(self) -> None:
         """Write this chunk: its new leads, then the flagged rows (whose lead may be one of the new
         ones), then the flag pairs and ownership history that need the leads' ids."""
+        self.session.flush()  # the merges into known leads
         if not self.write or not (self.new or self.flags):
-            self.session.flush()
             return
         ready = [f for f in self.flags if self._target_id(f.target) is not None]
         waiting = [f for f in self.flags if self._target_id(f.target) is None]
         for f in ready:
             f.lead.duplicate_of_id = self._target_id(f.target)
-        self.session.add_all(self.new)
-        self.session.add_all(f.lead for f in ready)
-        self.session.flush()
+        insert_leads(self.session, [*self.new, *(f.lead for f in ready)])
         for temp, lead in self.pending.items():
             self.resolved[temp] = lead.id
         if waiting:
             for f in waiting:
                 f.lead.duplicate_of_id = self._target_id(f.target)
-            self.session.add_all(f.lead for f in waiting)
-            self.session.flush()
-        rows: list[Any] = [
-            LeadDuplicate(
-                lead_id=f.lead.id,
-                other_lead_id=f.lead.duplicate_of_id,
-                rule=f.match.rule,
-                score=f.match.score,
-                reason=f.match.reason[:256],
-                created_at=self.now,
-            )
+            insert_leads(self.session, [f.lead for f in waiting])
+        # Rows nothing reads back: plain executemany INSERTs.
+        pairs = [
+            {
+                "lead_id": f.lead.id,
+                "other_lead_id": f.lead.duplicate_of_id,
+                "rule": f.match.rule,
+                "score": f.match.score,
+                "reason": f.match.reason[:256],
+                "created_at": self.now,
+            }
             for f in self.flags
         ]
-        rows += [
-            OwnershipChange(
-                lead_id=lead.id,
-                from_userid=None,
-                to_userid=lead.owner_userid,
-                reason=OwnershipReason.CREATED,
-                note="import",
-                actor=self.job.created_by,
-                at=self.now,
-            )
+        if pairs:
+            self.session.execute(insert(_table(LeadDuplicate)), pairs)
+        history = [
+            {
+                "lead_id": lead.id,
+                "from_userid": None,
+                "to_userid": lead.owner_userid,
+                "reason": OwnershipReason.CREATED,
+                "note": "import",
+                "actor": self.job.created_by,
+                "at": self.now,
+            }
             for lead in itertools.chain(self.new, (f.lead for f in self.flags))
             if lead.owner_userid
         ]
-        self.session.add_all(rows)
-        self.session.flush()
+        if history:
+            self.session.execute(insert(_table(OwnershipChange)), history)
         self.pending.clear()
         self.new.clear()
         self.flags.clear()
 
 
 # --- helpers ------------------------------------------------------------------------------------
+
+
+def insert_leads(session: Session, leads: Sequence[Lead]) -> None:
+    """Insert new leads (built by ``build_lead``, never added to the session) in batches, and set
+    each one's ``id``.
+
+    Not ``add_all`` + flush: the unit of work reads each new row's id back with RETURNING in
+    parameter order, which SQLAlchemy can batch on PostgreSQL but not on SQLite (no implicit
+    insert sentinel there: one INSERT per row, measured at 5,000 statements for 5,000 leads).
+    PostgreSQL: one INSERT … RETURNING id per batch (insertmanyvalues, in parameter order).
+    SQLite: the import's transaction holds the one writer (BEGIN IMMEDIATE), so the ids after
+    the table's highest are free; they are given explicitly and the rows go in one executemany.
+    Every row carries the same columns (those ``build_lead`` and the import set); the rest take
+    their column defaults."""
+    if not leads:
+        return
+    table = _table(Lead)
+    now = utcnow()
+    rows = [{key: getattr(lead, key) for key in LEAD_INSERT_COLUMNS} for lead in leads]
+    for row in rows:  # what the model's defaults would have given a Lead built without them
+        row["status"] = row["status"] or LeadStatus.NEW
+        row["created_at"] = row["created_at"] or now
+    if session.get_bind().dialect.name == "sqlite":
+        first = int(session.scalar(select(func.max(Lead.id))) or 0) + 1
+        ids = list(range(first, first + len(rows)))
+        for row, lead_id in zip(rows, ids, strict=True):
+            row["id"] = lead_id
+        session.execute(insert(table), rows)
+    else:
+        ids = list(session.scalars(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows))
+    for lead, lead_id in zip(leads, ids, strict=True):
+        lead.id = lead_id
+
+
+# What build_lead and an import set on a new lead: every inserted row names all of them.
+LEAD_INSERT_COLUMNS = (
+    "name",
+    "phone_e164",
+    "email",
+    "unionid",
+    "company",
+    "company_key",
+    "title",
+    "region",
+    "industry",
+    "source",
+    "external_ref",
+    "owner_userid",
+    "notes",
+    "utm",
+    "channel_id",
+    "import_id",
+    "status",
+    "assigned_at",
+    "duplicate_of_id",
+    "created_at",
+)
+
+
+def _table(model: type[Any]) -> Table:
+    return cast(Table, model.__table__)
 
 
 def _staff_userids(session: Session, userids: Sequence[str]) -> set[str]:
