@@ -2,7 +2,7 @@
 
 Ticks: welcome messages (0.1 s — their code dies 20 s after the add, doc 92137), inbox dispatch
 (0.5 s) with the retried detail reads of friends known from their event alone (10 s), outbox
-drain (1 s), nightly reconciliation (03:17 Asia/Shanghai). Every tick claims rows by
+drain (1 s), nightly reconciliation (03:17 Asia/Shanghai), the public pool's recycling (10 min). Every tick claims rows by
 compare-and-set, so several scheduler replicas (and web workers) share the work safely. While a
 cause persists (the database is down) a tick logs one line per half minute, not a traceback per run.
 """
@@ -17,14 +17,14 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 
-from jobs import reconcile, work
+from jobs import pool, reconcile, work
 from scrm.context import Context
 from scrm.timeutil import SHANGHAI
 
 log = logging.getLogger(__name__)
 
 
-TICKS = ("welcome", "dispatch", "outbox", "reconcile")
+TICKS = ("welcome", "dispatch", "outbox", "reconcile", "pool")
 # Welcome senders side by side: with WeCom answering in 1.5 s, 32 senders still send ~20 a second.
 WELCOME_SENDERS = 32
 OUTBOX_SENDERS = 8
@@ -63,6 +63,8 @@ def build_scheduler(
         every(10.0, work.refresh_awaiting_details)
     if "outbox" in ticks:
         every(1.0, work.drain_outbox_tick, outbox_pool)
+    if "pool" in ticks:
+        every(600.0, pool.recycle_tick)  # what is due is in the rows; ten minutes is soon enough
     if "reconcile" in ticks:
         scheduler.add_job(
             reconcile.run_safely, "cron", hour=3, minute=17, args=[ctx], id="reconcile", **common

@@ -20,7 +20,7 @@ from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from config import Settings, instance_dir, load_settings
 from jobs import work
 from scrm.context import Context
-from scrm.web import api, auth, callback, console, errors, metrics, security
+from scrm.web import api, auth, callback, console, errors, leads_api, metrics, security
 from scrm.web.runtime import WebRuntime
 from scrm.wecom.crypto import CallbackCrypto
 
@@ -164,6 +164,7 @@ def create_app(
     security.install(app, settings)
     app.register_blueprint(callback.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(leads_api.bp)
     app.register_blueprint(console.bp)
     # The bare address (what `make run` serves and the README names) opens the console.
     app.add_url_rule("/", "root", lambda: redirect(url_for("console.index")))

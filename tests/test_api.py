@@ -3,6 +3,7 @@ the one pagination shape, the OpenAPI document, and the /readyz probe. Runs on b
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -216,7 +217,7 @@ def test_openapi_document_validates_and_lists_every_api_route(api: Api) -> None:
     validate(document)  # raises when it is not a valid OpenAPI document
     assert document["openapi"].startswith("3.")
     rules = {
-        (str(rule).replace("<", "{").replace(">", "}"), method.lower())
+        (re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", str(rule)), method.lower())
         for rule in api.app.url_map.iter_rules()
         if str(rule).startswith("/api/")
         for method in rule.methods - {"HEAD", "OPTIONS"}

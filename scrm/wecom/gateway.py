@@ -165,6 +165,8 @@ class WeComGateway:
     health: Health | None = None
     # Told of every call's outcome, (path, errcode; 0 for success): the web's /metrics counts them.
     on_call: Callable[[str, int | None], None] | None = None
+    # scrm's own address: app message cards link back to the console (doc 90236: an absolute url).
+    public_url: str = ""
 
     @classmethod
     def from_settings(
@@ -178,6 +180,7 @@ class WeComGateway:
             timeout_s=settings.wecom_timeout_s,
             token_store=token_store,
             health=health,
+            public_url=settings.public_url,
         )
 
     def __post_init__(self) -> None:
