@@ -221,3 +221,16 @@ def test_the_eval_command_prints_its_figures(capsys: pytest.CaptureFixture[str])
     assert main(["--people", "300", "--show", "0"]) == 0
     out = capsys.readouterr().out
     assert "precision" in out and "recall" in out and "F1" in out and "PASS" in out
+
+
+def test_a_lead_added_again_with_more_keys_is_still_one_match() -> None:
+    index = DedupeIndex()
+    index.add(1, keys(name="张三", phone="13800138000", company="奇点科技"))
+    # an import merged a row into lead 1: its email and its other spelling of the name now lead there
+    index.add(1, keys(name="张 三", phone="138 0013 8000", email="z@example.com", company="奇点科技有限公司"))
+    index.add(2, keys(name="张三", company="上海奇点科技"))
+    assert index.size == 2
+    found = index.match(keys(name="张三", phone="13800138000", email="z@example.com", company="奇点科技"))
+    assert [(m.lead_id, m.rule, m.exact) for m in found] == [(1, "phone", True), (2, "name+company", False)]
+    assert found[0].reason == "same phone +86138****8000 and email z@example.com"
+    assert [m.lead_id for m in index.match(keys(name="张三", company="奇点科技"))] == [1, 2]

@@ -15,9 +15,10 @@ answers exactly as ``find_matches`` does from memory, for bulk imports and the d
 
 from __future__ import annotations
 
-from bisect import insort
+from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from rapidfuzz import fuzz
 from sqlalchemy import ColumnElement, select
@@ -150,20 +151,22 @@ def _combine(
     rules_of: dict[int, list[str]] = {}
     for rule in EXACT_RULES:
         for lead_id in exact_ids.get(rule, ()):
-            rules_of.setdefault(lead_id, []).append(rule)
+            rules = rules_of.setdefault(lead_id, [])
+            if rule not in rules:
+                rules.append(rule)
     found = [
         Match(lead_id, rules[0], 1.0, _exact_reason(keys, rules), True)
         for lead_id, rules in sorted(rules_of.items())
     ]
-    fuzzy: list[Match] = []
+    best: dict[int, Match] = {}  # a lead known by two names (an import merged into it) once
     if keys.company_key and keys.name_key:
         for lead_id, other_name, other_key in block:
             if lead_id in rules_of:
                 continue
             match = _fuzzy_match(keys, lead_id, other_name, other_key)
-            if match is not None:
-                fuzzy.append(match)
-    fuzzy.sort(key=lambda m: (-m.score, m.lead_id))
+            if match is not None and (lead_id not in best or match.score > best[lead_id].score):
+                best[lead_id] = match
+    fuzzy = sorted(best.values(), key=lambda m: (-m.score, m.lead_id))
     return (found + fuzzy)[:limit]
 
 
@@ -197,6 +200,13 @@ def find_matches(
     return _combine(keys, exact_ids, block, limit)
 
 
+def _insert_once(items: list[Any], item: Any) -> None:
+    """Insert into a sorted list unless it is there already."""
+    at = bisect_left(items, item)
+    if at == len(items) or items[at] != item:
+        items.insert(at, item)
+
+
 class DedupeIndex:
     """The live leads' keys in memory, answering ``match`` exactly as ``find_matches`` would
     against the same rows: what a bulk import checks each row against (and adds each new lead
@@ -206,15 +216,22 @@ class DedupeIndex:
         self._exact: dict[str, dict[str, list[int]]] = {rule: {} for rule in EXACT_RULES}
         # company_key → [(lead_id, name, name_key)] in id order
         self._blocks: dict[str, list[tuple[int, str, str]]] = {}
-        self.size = 0
+        self._ids: set[int] = set()
 
     def add(self, lead_id: int, keys: Keys) -> None:
+        """Index a lead's keys. Adding more keys to a lead already here (what an import does when
+        a row merges into it) makes it findable by those too."""
         for rule, value in keys.exact_values():
             if value:
-                insort(self._exact[rule].setdefault(value, []), lead_id)
+                _insert_once(self._exact[rule].setdefault(value, []), lead_id)
         if keys.company_key:
-            insort(self._blocks.setdefault(keys.company_key, []), (lead_id, keys.name, keys.name_key))
-        self.size += 1
+            _insert_once(self._blocks.setdefault(keys.company_key, []), (lead_id, keys.name, keys.name_key))
+        self._ids.add(lead_id)
+
+    @property
+    def size(self) -> int:
+        """How many leads are indexed."""
+        return len(self._ids)
 
     def match(self, keys: Keys, limit: int = 5, *, exclude_lead_id: int | None = None) -> list[Match]:
         exact_ids: dict[str, list[int]] = {}
