@@ -20,7 +20,20 @@ from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from config import Settings, instance_dir, load_settings
 from jobs import work
 from scrm.context import Context
-from scrm.web import api, auth, callback, console, errors, leads_api, metrics, security
+from scrm.web import (
+    api,
+    auth,
+    callback,
+    console,
+    console_customers,
+    console_leads,
+    errors,
+    lead_form,
+    leads_api,
+    metrics,
+    security,
+    sidebar,
+)
 from scrm.web.runtime import WebRuntime
 from scrm.wecom.crypto import CallbackCrypto
 
@@ -166,6 +179,9 @@ def create_app(
     app.register_blueprint(api.bp)
     app.register_blueprint(leads_api.bp)
     app.register_blueprint(console.bp)
+    for pages in (console_leads, console_customers, sidebar):
+        app.register_blueprint(pages.bp)
+    app.register_blueprint(lead_form.bp)
     # The bare address (what `make run` serves and the README names) opens the console.
     app.add_url_rule("/", "root", lambda: redirect(url_for("console.index")))
     metrics.install(app)

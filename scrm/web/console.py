@@ -168,7 +168,6 @@ CHANNEL_FIELDS = {
 # --- request plumbing ------------------------------------------------------------------------
 
 
-@bp.before_request
 def _before() -> None:
     auth.check_csrf()
     # Resolve the staff member now, outside any view transaction (see module docstring).
@@ -196,7 +195,6 @@ def _wecom_problems(staff: auth.StaffInfo | None) -> list[dict[str, Any]]:
         ]
 
 
-@bp.context_processor
 def _template_globals() -> dict[str, Any]:
     return {
         "staff": current_staff(),
@@ -205,6 +203,16 @@ def _template_globals() -> dict[str, Any]:
         "StaffRole": StaffRole,
         "wecom_problems": g.get("scrm_problems", []),
     }
+
+
+def attach(blueprint: Blueprint) -> None:
+    """Give another console blueprint (leads, customers, the sidebar) the console's request
+    plumbing: CSRF on POST, the WeCom banner, and the template globals base.html needs."""
+    blueprint.before_request(_before)
+    blueprint.context_processor(_template_globals)
+
+
+attach(bp)
 
 
 @bp.app_template_filter("sh_time")
