@@ -37,6 +37,7 @@ class LeadFilter:
 
     visible: Collection[str] | None = None
     status: LeadStatus | None = None
+    statuses: Collection[LeadStatus] | None = None  # any of these (the pool: the open statuses)
     owner_userid: str | None = None
     source: str | None = None
     channel_id: int | None = None
@@ -68,6 +69,8 @@ def _where(f: LeadFilter) -> Select[Lead]:
         stmt = stmt.where(clause)
     if f.status is not None:
         stmt = stmt.where(Lead.status == f.status)
+    if f.statuses is not None:
+        stmt = stmt.where(Lead.status.in_(list(f.statuses)))
     if f.owner_userid is not None:
         stmt = stmt.where(Lead.owner_userid == f.owner_userid)
     if f.pool is True:
@@ -93,6 +96,14 @@ def _where(f: LeadFilter) -> Select[Lead]:
             like = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             stmt = stmt.where(or_(Lead.name.ilike(like, escape="\\"), Lead.company.ilike(like, escape="\\")))
     return stmt
+
+
+def select_leads(f: LeadFilter) -> Select[Lead]:
+    """The leads ``f`` selects in its sort order, unpaged (``limit``, ``offset`` and ``after_id``
+    ignored): what an export streams in one query."""
+    if f.sort not in SORTS:
+        raise InvalidInput(f"sort must be one of {', '.join(SORTS)}", field="sort")
+    return _where(f).order_by(*SORTS[f.sort])
 
 
 def list_leads(session: Session, f: LeadFilter, *, count: bool = True) -> tuple[list[Lead], int | None]:
