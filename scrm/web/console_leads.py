@@ -462,7 +462,7 @@ def lead_status(lead_id: int) -> Response:
     except (InvalidInput, Conflict) as exc:
         _refused("无法修改状态 Cannot change the status", exc)
     else:
-        flash(f"状态已更新 / Status is now {status}", "success")
+        flash(f"状态已更新 / Status is now {_status_label(LeadStatus(status))}", "success")
     return redirect(_detail(lead_id))
 
 
