@@ -141,8 +141,11 @@ def client_ip() -> str:
 
 # --- validation --------------------------------------------------------------------------------
 
-# parse_lead's English fixes, and what to say in Chinese beside them.
+# The English fixes of parse_lead and log_follow_up, and what to say in Chinese beside them.
 _CHINESE = (
+    ("must be in the future", "下次跟进时间须晚于现在"),
+    ("must be one of", "请从列表中选择"),
+    ("give a time zone", "时间格式有误"),
     ("not a valid phone", "手机号码无效"),
     ("not a valid email", "邮箱地址无效"),
     ("at most", "内容太长"),
@@ -152,7 +155,8 @@ _CHINESE = (
 )
 
 
-def _bilingual(fix: str) -> str:
+def bilingual_fix(fix: str) -> str:
+    """``fix`` with its Chinese in front, when we know it (the sidebar uses this too)."""
     for english, chinese in _CHINESE:
         if fix.startswith(english):
             return f"{chinese} / {fix}"
@@ -170,7 +174,7 @@ def _validate(values: Mapping[str, str]) -> tuple[Any, dict[str, str]]:
         data = parse_lead({**values, "source": SOURCE}, default_source=SOURCE)
     except InvalidInput as exc:
         for name, fix in exc.fields.items():
-            errors.setdefault(name, _bilingual(fix))
+            errors.setdefault(name, bilingual_fix(fix))
         return None, errors
     return (None, errors) if errors else (data, {})
 

@@ -59,6 +59,7 @@ from scrm.timeline.models import ActivityKind
 from scrm.timeutil import SHANGHAI, utcnow
 from scrm.web import console
 from scrm.web.auth import StaffInfo, current_staff, login_required
+from scrm.web.lead_form import bilingual_fix
 from scrm.web.runtime import runtime
 
 log = logging.getLogger(__name__)
@@ -317,6 +318,10 @@ def _page(
     return (page, 400) if error else page
 
 
+def _bilingual(fields: dict[str, str]) -> dict[str, str]:
+    return {name: bilingual_fix(fix) for name, fix in fields.items()}
+
+
 def _back(external_userid: str) -> Response:
     return redirect(url_for("sidebar.index", external_userid=external_userid))
 
@@ -425,7 +430,7 @@ def create_lead(external_userid: str) -> Response | str | tuple[str, int]:
             _link_lead(db, person, result.lead, me.userid)
             lead_id = result.lead.id
     except InvalidInput as exc:
-        error = {"message": exc.message, "fields": dict(exc.fields), "form": "lead"}
+        error = {"message": exc.message, "fields": _bilingual(exc.fields), "form": "lead"}
         return _page(external_userid, error, form)
     flash(
         f"已创建并关联线索 #{lead_id} / Lead #{lead_id} created and linked"
@@ -547,7 +552,7 @@ def follow_up(external_userid: str) -> Response | str | tuple[str, int]:
                 external_userid=external_userid,
             )
     except InvalidInput as exc:
-        error = {"message": exc.message, "fields": dict(exc.fields), "form": "follow_up"}
+        error = {"message": exc.message, "fields": _bilingual(exc.fields), "form": "follow_up"}
         return _page(external_userid, error, form)
     flash("跟进已记录 / Follow-up logged", "success")
     return _back(external_userid)
