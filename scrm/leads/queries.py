@@ -25,7 +25,8 @@ SORTS = {
     "id": (Lead.id.asc(),),
     "-score": (Lead.score.desc(), Lead.id.desc()),
     "score": (Lead.score.asc(), Lead.id.asc()),
-    "next_follow_up_at": (Lead.next_follow_up_at.asc(), Lead.id.asc()),
+    # Leads without a date last on both databases (SQLite puts NULLs first by default).
+    "next_follow_up_at": (Lead.next_follow_up_at.asc().nulls_last(), Lead.id.asc()),
     "-updated_at": (Lead.updated_at.desc(), Lead.id.desc()),
 }
 

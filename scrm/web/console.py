@@ -97,6 +97,7 @@ LABELS: dict[type[StrEnum], dict[str, str]] = {
     },
     LeadStatus: {
         "new": "新线索 New",
+        "assigned": "已分配 Assigned",
         "contacted": "已联系 Contacted",
         "qualified": "已确认 Qualified",
         "converted": "已转化 Converted",
