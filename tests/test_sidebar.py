@@ -17,6 +17,7 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
+from scrm.errors import WeComRejected
 from scrm.schema import (
     Department,
     ExternalContact,
@@ -380,8 +381,14 @@ def test_signature_endpoint_signs_with_the_cached_ticket(scrm: Scrm, client: Fla
     assert client.get("/sidebar/jsapi-signature?kind=x&url=ftp://x").status_code == 400
 
 
-def test_signature_endpoint_says_when_wecom_gives_no_ticket(scrm: Scrm, client: FlaskClient) -> None:
-    # The sandbox does not play ticket/get: the page gets a message saying what to check.
+def test_signature_endpoint_says_when_wecom_gives_no_ticket(
+    scrm: Scrm, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        raise WeComRejected("WeCom ticket/get: no privilege to access/modify contact/party/agent", 48002)
+
+    monkeypatch.setattr(scrm.ctx.gateway, "read", refuse)
     resp = client.get("/sidebar/jsapi-signature", query_string={"kind": "agent", "url": "https://x.example/"})
     assert resp.status_code == 503
-    assert "jsapi_ticket" in resp.get_json()["error"]
+    message = resp.get_json()["error"]
+    assert "jsapi_ticket" in message and "no privilege" in message  # what WeCom said, passed on
