@@ -159,10 +159,22 @@ def test_the_fuzzy_block_is_the_companys_newest_leads(
     newer = [lead(db_session, name=n, company="奇点科技") for n in ("李四", "张三")]
     probe = keys(name="张三", company="奇点科技有限公司")
     assert [m.lead_id for m in find_matches(db_session, probe)] == [newer[1].id]
-    assert oldest.id not in [m.lead_id for m in DedupeIndex.load(db_session).match(probe)]
+    index = DedupeIndex.load(db_session)
+    assert oldest.id not in [m.lead_id for m in index.match(probe)]
+    # the lead itself excluded, the cut-off reaches one further back
+    found = find_matches(db_session, probe, exclude_lead_id=newer[1].id)
+    assert (
+        [m.lead_id for m in found]
+        == [oldest.id]
+        == [m.lead_id for m in index.match(probe, exclude_lead_id=newer[1].id)]
+    )
 
 
-def test_the_index_answers_as_find_matches_does(db_session: Session) -> None:
+@pytest.mark.parametrize("cap", [dedupe.BLOCK_CAP, 2])
+def test_the_index_answers_as_find_matches_does(
+    db_session: Session, monkeypatch: pytest.MonkeyPatch, cap: int
+) -> None:
+    monkeypatch.setattr(dedupe, "BLOCK_CAP", cap)  # 2: the cut-off of a company's newest leads too
     records = generate(seed=7, people=120)
     rows = [lead(db_session, **{k: v for k, v in r.as_input().items() if v}) for r in records]
     # a few merged away, which neither matcher may offer
@@ -186,6 +198,11 @@ def test_the_index_answers_as_find_matches_does(db_session: Session) -> None:
             compared += 1
             fuzzy += sum(not m.exact for m in mine)
     assert compared == 2 * len(rows) and fuzzy > 0
+    # every company, probed with each of its names, long Latin names with a typo included
+    for row in rows:
+        for name in (row.name, row.name[:-1] + "x"):
+            probe = keys(name=name, company=row.company)
+            assert index.match(probe, 5) == find_matches(db_session, probe)
 
 
 def test_companies_are_matched_the_same_way(db_session: Session) -> None:

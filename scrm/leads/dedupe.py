@@ -214,8 +214,12 @@ class DedupeIndex:
 
     def __init__(self) -> None:
         self._exact: dict[str, dict[str, list[int]]] = {rule: {} for rule in EXACT_RULES}
-        # company_key → [(lead_id, name, name_key)] in id order
-        self._blocks: dict[str, list[tuple[int, str, str]]] = {}
+        # A company's leads, three ways, so that a look-up scores only the names that can
+        # match: every lead id (for the BLOCK_CAP cut-off), the leads of each name key (equal
+        # names), and the leads whose name is long enough for a typo (TYPO_MIN_LENGTH).
+        self._block_ids: dict[str, list[int]] = {}
+        self._by_name: dict[tuple[str, str], list[tuple[int, str, str]]] = {}
+        self._long_names: dict[str, list[tuple[int, str, str]]] = {}
         self._ids: set[int] = set()
 
     def add(self, lead_id: int, keys: Keys) -> None:
@@ -225,13 +229,31 @@ class DedupeIndex:
             if value:
                 _insert_once(self._exact[rule].setdefault(value, []), lead_id)
         if keys.company_key:
-            _insert_once(self._blocks.setdefault(keys.company_key, []), (lead_id, keys.name, keys.name_key))
+            _insert_once(self._block_ids.setdefault(keys.company_key, []), lead_id)
+            entry = (lead_id, keys.name, keys.name_key)
+            if keys.name_key:
+                _insert_once(self._by_name.setdefault((keys.company_key, keys.name_key), []), entry)
+            if len(keys.name_key) >= TYPO_MIN_LENGTH:
+                _insert_once(self._long_names.setdefault(keys.company_key, []), entry)
         self._ids.add(lead_id)
 
     @property
     def size(self) -> int:
         """How many leads are indexed."""
         return len(self._ids)
+
+    def _cutoff(self, company: str, exclude_lead_id: int | None) -> int:
+        """The oldest lead id among the company's newest BLOCK_CAP (the excluded lead aside):
+        what find_matches's ORDER BY id DESC LIMIT reaches."""
+        ids = self._block_ids.get(company, [])
+        start = len(ids) - BLOCK_CAP
+        if start <= 0:
+            return -1
+        if exclude_lead_id is not None:
+            at = bisect_left(ids, exclude_lead_id)
+            if at >= start and at < len(ids) and ids[at] == exclude_lead_id:
+                start -= 1
+        return ids[start] if start >= 0 else -1
 
     def match(self, keys: Keys, limit: int = 5, *, exclude_lead_id: int | None = None) -> list[Match]:
         exact_ids: dict[str, list[int]] = {}
@@ -241,13 +263,13 @@ class DedupeIndex:
                 exact_ids[rule] = [i for i in ids if i != exclude_lead_id][:limit]
         block: list[tuple[int, str, str]] = []
         if keys.company_key and keys.name_key:
-            for entry in reversed(self._blocks.get(keys.company_key, [])):
-                if entry[0] == exclude_lead_id:
-                    continue
-                # find_matches compares every row's name key, blank ones included (they score 0)
-                block.append(entry)
-                if len(block) == BLOCK_CAP:
-                    break
+            # Only equal names, and long names when this one is long, can reach the threshold
+            # (name_score); the rest of the block would score 0 in find_matches too.
+            candidates = list(self._by_name.get((keys.company_key, keys.name_key), ()))
+            if len(keys.name_key) >= TYPO_MIN_LENGTH:
+                candidates += self._long_names.get(keys.company_key, ())
+            cutoff = self._cutoff(keys.company_key, exclude_lead_id)
+            block = [e for e in candidates if e[0] >= cutoff and e[0] != exclude_lead_id]
         return _combine(keys, exact_ids, block, limit)
 
     @classmethod

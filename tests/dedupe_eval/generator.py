@@ -154,7 +154,8 @@ def _near_name(rng: random.Random, name: str, latin: bool) -> str | None:
 
 
 def _people(rng: random.Random, count: int) -> list[Person]:
-    companies = _companies(rng, max(8, count // 5))
+    # about five people a company, up to 400 companies (of the 450 the word lists can spell)
+    companies = _companies(rng, min(400, max(8, count // 5)))
     phones: set[str] = set()
     names_at: dict[str, set[str]] = {}  # company key → name keys of its people
     people: list[Person] = []
