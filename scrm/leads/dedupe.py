@@ -56,8 +56,8 @@ FUZZY_RULE = "name+company"
 
 @dataclass(frozen=True)
 class Keys:
-    """What matching compares for one lead. ``name`` and ``company`` are the raw spellings, kept
-    only to explain a match; matching itself uses the keys."""
+    """What matching compares for one lead. ``name`` is the name as written, kept only to explain
+    a match; matching itself uses the keys."""
 
     phone_e164: str | None
     email: str | None
@@ -65,7 +65,6 @@ class Keys:
     name_key: str
     company_key: str
     name: str = ""
-    company: str = ""
 
     @classmethod
     def of_input(cls, data: LeadInput) -> Keys:
@@ -76,7 +75,6 @@ class Keys:
             data.name_key,
             data.company_key,
             data.name,
-            data.company,
         )
 
     @classmethod
@@ -91,7 +89,6 @@ class Keys:
             name_key(lead.name),
             stored,
             lead.name or "",
-            lead.company or "",
         )
 
     def exact_values(self) -> tuple[tuple[str, str | None], ...]:
