@@ -56,6 +56,12 @@ class Settings:
     inbox_max_attempts: int = 8
     dispatch_threads: int = 4
     log_level: str = "INFO"
+    # The public lead form (/forms/lead): its fields, posts per IP per minute (per process), the
+    # origins allowed to post JSON from a browser, and whether X-Forwarded-For is ours to trust.
+    lead_form_fields: tuple[str, ...] = ("name", "phone", "email", "company", "title", "notes")
+    lead_form_rate_limit: int = 5
+    lead_form_cors_origins: tuple[str, ...] = ()
+    trust_forwarded_for: bool = False
 
     @property
     def is_sqlite(self) -> bool:
@@ -233,7 +239,22 @@ def load_settings(
         inbox_max_attempts=_int(env, "SCRM_INBOX_MAX_ATTEMPTS", 8, minimum=1),
         dispatch_threads=_int(env, "SCRM_DISPATCH_THREADS", 4, minimum=0),
         log_level=log_level,
+        lead_form_fields=_csv(env, "SCRM_LEAD_FORM_FIELDS", "name,phone,email,company,title,notes"),
+        lead_form_rate_limit=_int(env, "SCRM_LEAD_FORM_RATE_LIMIT", 5, minimum=1),
+        lead_form_cors_origins=tuple(o.rstrip("/") for o in _csv(env, "SCRM_LEAD_FORM_CORS_ORIGINS", "")),
+        trust_forwarded_for=_flag(env, "SCRM_TRUST_FORWARDED_FOR"),
     )
+
+
+def _csv(env: Mapping[str, str], name: str, default: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in env.get(name, default).split(",") if part.strip())
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    value = env.get(name, "").strip().lower()
+    if value not in {"", "0", "1", "true", "false", "yes", "no"}:
+        raise SettingsError(f"{name} must be true or false, got {value!r}")
+    return value in {"1", "true", "yes"}
 
 
 def environment(environ: Mapping[str, str] | None = None, *, dotenv: Path | None = None) -> dict[str, str]:

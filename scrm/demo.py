@@ -2,8 +2,11 @@
 
 It runs against a live scrm (embedded sandbox): syncs staff and the tag library from the sandbox
 through the real gateway, creates two channel QR codes through the outbox, then asks the sandbox
-driver (over HTTP) to play customers scanning them, editing, deleting and joining a group. It does
-nothing when scrm already holds friendships, so restarts don't duplicate the demo.
+driver (over HTTP) to play customers scanning them, editing, deleting and joining a group. Then the
+sales side: an assignment rule and a pool rule, leads from a web form, an import and an ad
+campaign (some routed to reps, some left in the public pool), a likely duplicate pair for review,
+and a lead converted into a customer with a contact and a follow-up. It does nothing when scrm
+already holds friendships, so restarts don't duplicate the demo.
 """
 
 from __future__ import annotations
@@ -126,7 +129,72 @@ def seed(ctx: Context) -> bool:
     if chat_id:
         _driver(ctx, "join_group", chat_id=chat_id, external_userid=made[0])
     log.info("demo: seeded %s customers through channels %s", len(made), states)
+    seed_leads(ctx)
     return True
+
+
+# (source, name, phone, company, region, industry, utm_source): three doors leads come through.
+DEMO_LEADS = [
+    ("web_form", "刘洋", "13911112222", "上海云帆信息技术有限公司", "上海", "软件", ""),
+    ("web_form", "黄敏", "13922223333", "", "北京", "", ""),
+    ("import", "吴刚", "13933334444", "杭州青禾贸易有限公司", "浙江", "贸易", ""),
+    ("import", "郑爽", "", "深圳星河电子股份有限公司", "广东", "制造", ""),
+    ("ad", "何静", "13955556666", "苏州远景咨询有限公司", "江苏", "咨询", "baidu"),
+    ("ad", "马超", "13966667777", "", "四川", "", "douyin"),
+    # A likely duplicate of the first lead: same person, the company spelt another way.
+    ("import", "刘 洋", "", "云帆信息技术（上海）有限公司", "上海", "软件", ""),
+]
+
+
+def seed_leads(ctx: Context) -> None:
+    """The sales side of the demo, through the same services the API and the console use."""
+    from datetime import timedelta
+
+    from scrm.followups import service as followups
+    from scrm.followups.models import FollowUpKind
+    from scrm.leads import assignment
+    from scrm.leads import service as leads
+    from scrm.leads.fields import parse_lead
+    from scrm.leads.models import PoolRule
+    from scrm.timeutil import utcnow
+
+    with transaction(ctx.session_factory) as session:
+        session.add(PoolRule(name="默认公海 Default pool", source=None))
+        assignment.create_rule(
+            session,
+            name="华东线索 East China",
+            priority=10,
+            filters={"region": ["上海", "江苏", "浙江"]},
+            members=[
+                assignment.MemberSpec("zhangsan", daily_capacity=20, monthly_capacity=300),
+                assignment.MemberSpec("lisi", daily_capacity=20, monthly_capacity=300),
+            ],
+        )
+        captured = []
+        for source, name, phone, company, region, industry, utm_source in DEMO_LEADS:
+            data = parse_lead(
+                {
+                    "name": name,
+                    "phone": phone,
+                    "company": company,
+                    "region": region,
+                    "industry": industry,
+                    "source": source,
+                    "utm_source": utm_source or None,
+                }
+            )
+            captured.append(leads.capture(session, data, on_duplicate="flag", actor="demo").lead)
+        converted = captured[2]
+        leads.convert(session, converted, actor=converted.owner_userid or "admin")
+        followups.log_follow_up(
+            session,
+            lead=converted,
+            kind=FollowUpKind.CALL,
+            content="电话沟通，客户确认采购意向，下周发报价。",
+            next_follow_up_at=utcnow() + timedelta(days=3),
+            author_userid=converted.owner_userid,
+        )
+    log.info("demo: seeded %s leads, an assignment rule and a converted customer", len(DEMO_LEADS))
 
 
 def _all_tag_ids(session: Any) -> list[str]:

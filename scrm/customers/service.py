@@ -27,15 +27,6 @@ def new_customer(
     return customer
 
 
-def add_contact(
-    session: Session, customer: Customer, *, name: str, phone_e164: str | None, unionid: str | None
-) -> Contact:
-    contact = Contact(customer_id=customer.id, name=name[:128], phone_e164=phone_e164, unionid=unionid)
-    session.add(contact)
-    session.flush()
-    return contact
-
-
 def create_customer(
     session: Session,
     *,

@@ -14,6 +14,7 @@ newer state, so a replayed add after a delete does not bring the friend back.
 from __future__ import annotations
 
 import logging
+import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -235,15 +236,61 @@ def _apply_channel_tags(
         return
     added = tags.add_tags(friendship.tags, list(channel.auto_tag_ids), TagSource.CHANNEL)
     if added:
-        outbox.enqueue(
-            session,
-            MARK_TAG,
-            {"userid": friendship.userid, "external_userid": friendship.external_userid, "add_tag": added},
-            f"mark_tag:channel:{friendship.external_userid}:{friendship.userid}:"
-            f"{inbox_id or utcnow().timestamp()}",
-            ref=f"friend:{friendship.external_userid}:{friendship.userid}",
-            inbox_event_id=inbox_id,
+        _queue_mark_tag(
+            session, friendship, added, [], "channel", inbox_id or utcnow().timestamp(), inbox_id=inbox_id
         )
+
+
+def _queue_mark_tag(
+    session: Session,
+    friendship: Friendship,
+    added: list[str],
+    removed: list[str],
+    cause: str,
+    occurrence: object,
+    *,
+    inbox_id: int | None = None,
+) -> None:
+    """Tell WeCom (mark_tag, doc 92118) what changed in a friendship's corp tags. ``cause`` and
+    ``occurrence`` make the idempotency key (mark_tag sets tags: even a retried call changes
+    nothing)."""
+    payload: dict[str, Any] = {"userid": friendship.userid, "external_userid": friendship.external_userid}
+    if added:
+        payload["add_tag"] = added
+    if removed:
+        payload["remove_tag"] = removed
+    outbox.enqueue(
+        session,
+        MARK_TAG,
+        payload,
+        f"mark_tag:{cause}:{friendship.external_userid}:{friendship.userid}:{occurrence}",
+        ref=f"friend:{friendship.external_userid}:{friendship.userid}",
+        inbox_event_id=inbox_id,
+    )
+
+
+def set_tags(
+    session: Session, friendship: Friendship, wanted: list[str], *, actor: str
+) -> tuple[list[str], list[str]]:
+    """A rep sets the friendship's corp tags to ``wanted``: locally now, in WeCom through the
+    outbox, with a timeline entry. Returns (added, removed)."""
+    have = [link.tag_id for link in friendship.tags]
+    added = tags.add_tags(friendship.tags, wanted, TagSource.MANUAL)
+    removed = [t for t in have if t not in set(wanted)]
+    for link in [link for link in friendship.tags if link.tag_id in removed]:
+        friendship.tags.remove(link)
+    if added or removed:
+        _queue_mark_tag(session, friendship, added, removed, "rep", secrets.token_hex(8))
+        timeline.record(
+            session,
+            ActivityKind.FRIEND_EDITED,
+            f"{actor} 修改了标签 / edited tags",
+            external_userid=friendship.external_userid,
+            userid=friendship.userid,
+            data={"add_tag": added, "remove_tag": removed, "by": actor},
+        )
+    session.flush()
+    return added, removed
 
 
 def _added_summary(userid: str, channel: Channel | None) -> str:

@@ -48,7 +48,8 @@ class Lead(Base):
         # The list pages: a rep's (or the pool's) leads by status, newest first; by source.
         Index("ix_leads_owner_userid_status_id", "owner_userid", "status", "id"),
         Index("ix_leads_source_id", "source", "id"),
-        Index("ix_leads_company_key", "company_key"),
+        # Dedupe reads a company's newest leads: company_key, then id, in index order.
+        Index("ix_leads_company_key_id", "company_key", "id"),
         # An external system's id for the lead is unique within its source (a re-post is a duplicate).
         UniqueConstraint("source", "external_ref"),
     )

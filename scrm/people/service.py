@@ -150,7 +150,7 @@ def link(
         owner_userid=userid,
         customer_id=customer.id,
     )
-    contact = customers.add_contact(
+    contact = customers.ensure_contact(
         session, customer, name=person.name, phone_e164=lead.phone_e164, unionid=person.unionid
     )
     person.lead_id, person.contact_id = lead.id, contact.id
@@ -166,7 +166,28 @@ def link(
     return Link("new", lead.id, customer.id)
 
 
-def _link_contact(session: Session, person: ExternalContact, contact: Contact, how: str) -> Link:
+def link_to_customer(
+    session: Session, person: ExternalContact, customer: Customer, *, how: str, userid: str | None = None
+) -> Link:
+    """A rep says this person is (a contact of) ``customer``: its contact with the same unionid,
+    or a new one."""
+    contact = customers.ensure_contact(
+        session, customer, name=person.name or person.external_userid, unionid=person.unionid
+    )
+    return _link_contact(session, person, contact, how, userid=userid)
+
+
+def link_to_lead(
+    session: Session, person: ExternalContact, lead: Lead, *, how: str, userid: str | None = None
+) -> Link:
+    """A rep says this person is ``lead`` (the sidebar's link, or a lead created for them)."""
+    return _link_lead(session, person, lead, how, userid=userid)
+
+
+def _link_contact(
+    session: Session, person: ExternalContact, contact: Contact, how: str, *, userid: str | None = None
+) -> Link:
+    before = person.contact_id
     person.contact_id = contact.id
     if not contact.unionid and person.unionid:
         contact.unionid = person.unionid
@@ -175,13 +196,17 @@ def _link_contact(session: Session, person: ExternalContact, contact: Contact, h
         ActivityKind.LINKED,
         f"关联客户联系人 #{contact.id} / linked to contact by {how}",
         external_userid=person.external_userid,
+        userid=userid,
         customer_id=contact.customer_id,
-        data={"by": how, "contact_id": contact.id},
+        data={"by": how, "contact_id": contact.id, "previous_contact_id": before},
     )
     return Link(how, None, contact.customer_id)
 
 
-def _link_lead(session: Session, person: ExternalContact, lead: Lead, how: str) -> Link:
+def _link_lead(
+    session: Session, person: ExternalContact, lead: Lead, how: str, *, userid: str | None = None
+) -> Link:
+    before = person.lead_id
     person.lead_id = lead.id
     leads.friend_found(lead, unionid=person.unionid)
     customer_id = _ensure_contact(session, person, lead)
@@ -190,9 +215,10 @@ def _link_lead(session: Session, person: ExternalContact, lead: Lead, how: str) 
         ActivityKind.LINKED,
         f"关联线索 #{lead.id} / linked to lead by {how}",
         external_userid=person.external_userid,
+        userid=userid,
         lead_id=lead.id,
         customer_id=customer_id,
-        data={"by": how},
+        data={"by": how, "previous_lead_id": before},
     )
     return Link(how, lead.id, customer_id)
 
@@ -211,7 +237,7 @@ def _ensure_contact(session: Session, person: ExternalContact, lead: Lead) -> in
         lead.customer_id = customer.id
     else:
         customer = lead.customer or session.get_one(Customer, lead.customer_id)
-    contact = customers.add_contact(
+    contact = customers.ensure_contact(
         session, customer, name=person.name, phone_e164=lead.phone_e164, unionid=person.unionid
     )
     person.contact_id = contact.id

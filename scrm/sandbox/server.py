@@ -294,6 +294,13 @@ def h_getuserinfo_legacy(state: SandboxState, req: Req) -> dict[str, Any]:
     return ok(UserId=resp["userid"], DeviceId="")
 
 
+def h_jsapi_ticket(state: SandboxState, req: Req) -> dict[str, Any]:
+    """get_jsapi_ticket (the corp's) and ticket/get?type=agent_config (the app's), doc 90506: a
+    ticket valid for 7200 s that the sidebar signs its JS-SDK registration with."""
+    kind = "agent" if req.args.get("type") == "agent_config" else "corp"
+    return ok(ticket=f"sandbox-{kind}-jsapi-ticket", expires_in=7200)
+
+
 # --- customers ------------------------------------------------------------------------------------
 
 
@@ -796,6 +803,8 @@ ENDPOINTS: dict[str, Endpoint] = {
     "department/list": Endpoint("GET", h_department_list),
     "auth/getuserinfo": Endpoint("GET", h_getuserinfo),
     "user/getuserinfo": Endpoint("GET", h_getuserinfo_legacy),
+    "get_jsapi_ticket": Endpoint("GET", h_jsapi_ticket),
+    "ticket/get": Endpoint("GET", h_jsapi_ticket),
     "externalcontact/get_follow_user_list": Endpoint("GET", h_follow_user_list),
     "externalcontact/list": Endpoint("GET", h_external_list),
     "externalcontact/get": Endpoint("GET", h_external_get),

@@ -124,10 +124,10 @@ def log_out() -> None:
 
 
 def safe_next(target: str | None) -> str | None:
-    """Only same-site console paths may be a post-login destination (no open redirect)."""
-    if target and target.startswith("/console") and not target.startswith("//") and "\\" not in target:
-        return target
-    return None
+    """Only same-site console or sidebar paths may be a post-login destination (no open redirect)."""
+    if not target or target.startswith("//") or "\\" in target:
+        return None
+    return target if target.startswith(("/console", "/sidebar")) else None
 
 
 def login_required(view: Callable[P, R]) -> Callable[P, Any]:

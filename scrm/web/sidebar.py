@@ -32,7 +32,6 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 from werkzeug.wrappers import Response
 
-from scrm.customers import service as customer_service
 from scrm.customers.models import Contact, Customer
 from scrm.db import read, transaction
 from scrm.directory import queries as directory_queries
@@ -48,14 +47,11 @@ from scrm.leads import service as lead_service
 from scrm.leads.fields import parse_lead
 from scrm.leads.models import Lead
 from scrm.leads.normalize import phone_e164
-from scrm.outbox import service as outbox
+from scrm.people import service as people
 from scrm.people.models import ExternalContact
 from scrm.tags import queries as tag_queries
-from scrm.tags import service as tag_service
-from scrm.tags.models import Tag, TagSource
+from scrm.tags.models import Tag
 from scrm.timeline import queries as timeline_queries
-from scrm.timeline import service as timeline
-from scrm.timeline.models import ActivityKind
 from scrm.timeutil import SHANGHAI, utcnow
 from scrm.web import console
 from scrm.web.auth import StaffInfo, current_staff, login_required
@@ -329,47 +325,6 @@ def _back(external_userid: str) -> Response:
 # --- link or create ----------------------------------------------------------------------------
 
 
-def _link_lead(db: Session, person: ExternalContact, lead: Lead, userid: str) -> None:
-    """Point the person at ``lead`` (and at a contact of its customer, when it has one), as
-    ``people.service`` does for a lead it matched on add."""
-    before = person.lead_id
-    person.lead_id = lead.id
-    lead_service.friend_found(lead, unionid=person.unionid)
-    if lead.customer_id is not None:
-        customer = db.get_one(Customer, lead.customer_id)
-        contact = customer_service.ensure_contact(
-            db, customer, name=person.name or lead.name, phone_e164=lead.phone_e164, unionid=person.unionid
-        )
-        person.contact_id = contact.id
-    timeline.record(
-        db,
-        ActivityKind.LINKED,
-        f"{userid} 关联线索 #{lead.id} / linked to lead #{lead.id} in the sidebar",
-        external_userid=person.external_userid,
-        userid=userid,
-        lead_id=lead.id,
-        customer_id=lead.customer_id,
-        data={"by": "sidebar", "previous_lead_id": before},
-    )
-
-
-def _link_customer(db: Session, person: ExternalContact, customer: Customer, userid: str) -> None:
-    before = person.contact_id
-    contact = customer_service.ensure_contact(
-        db, customer, name=person.name or person.external_userid, unionid=person.unionid
-    )
-    person.contact_id = contact.id
-    timeline.record(
-        db,
-        ActivityKind.LINKED,
-        f"{userid} 关联客户 #{customer.id} / linked to customer #{customer.id} in the sidebar",
-        external_userid=person.external_userid,
-        userid=userid,
-        customer_id=customer.id,
-        data={"by": "sidebar", "contact_id": contact.id, "previous_contact_id": before},
-    )
-
-
 def _form_id(name: str) -> int:
     raw = request.form.get(name, "")
     if not (raw.isascii() and raw.isdigit() and len(raw) < 19):
@@ -391,7 +346,7 @@ def link(external_userid: str) -> Response:
                     f"#{lead.merged_into_id}: link that one",
                     field="lead_id",
                 )
-            _link_lead(db, subject.person, lead, me.userid)
+            people.link_to_lead(db, subject.person, lead, how="sidebar", userid=me.userid)
             done = f"已关联线索 #{lead.id} / Linked to lead #{lead.id}"
         else:
             customer = db.get(Customer, _form_id("customer_id"))
@@ -399,7 +354,7 @@ def link(external_userid: str) -> Response:
                 raise NotFound("没有这个客户 / No such customer.")
             if not _may_see_customer(customer, subject.visible):
                 raise Forbidden(NOT_YOUR_CUSTOMER)
-            _link_customer(db, subject.person, customer, me.userid)
+            people.link_to_customer(db, subject.person, customer, how="sidebar", userid=me.userid)
             done = f"已关联客户 #{customer.id} / Linked to customer #{customer.id}"
     flash(done, "success")
     return _back(external_userid)
@@ -427,7 +382,7 @@ def create_lead(external_userid: str) -> Response | str | tuple[str, int]:
             }
             data = parse_lead(raw, default_source="sidebar")
             result = lead_service.capture(db, data, on_duplicate="merge", actor=me.userid)
-            _link_lead(db, person, result.lead, me.userid)
+            people.link_to_lead(db, person, result.lead, how="sidebar", userid=me.userid)
             lead_id = result.lead.id
     except InvalidInput as exc:
         error = {"message": exc.message, "fields": _bilingual(exc.fields), "form": "lead"}
@@ -442,40 +397,6 @@ def create_lead(external_userid: str) -> Response | str | tuple[str, int]:
 
 
 # --- tags --------------------------------------------------------------------------------------
-
-
-def _set_tags(
-    db: Session, friendship: Friendship, wanted: list[str], userid: str
-) -> tuple[list[str], list[str]]:
-    """Make the friendship's corp tags ``wanted``: locally now, and in WeCom through the outbox
-    (mark_tag, doc 92118; it sets tags, so a retry changes nothing)."""
-    have = [link.tag_id for link in friendship.tags]
-    added = tag_service.add_tags(friendship.tags, wanted, TagSource.MANUAL)
-    removed = [t for t in have if t not in set(wanted)]
-    for link_row in [link for link in friendship.tags if link.tag_id in removed]:
-        friendship.tags.remove(link_row)
-    if added or removed:
-        payload: dict[str, Any] = {"userid": friendship.userid, "external_userid": friendship.external_userid}
-        if added:
-            payload["add_tag"] = added
-        if removed:
-            payload["remove_tag"] = removed
-        outbox.enqueue(
-            db,
-            friend_service.MARK_TAG,
-            payload,
-            f"mark_tag:sidebar:{friendship.external_userid}:{friendship.userid}:{secrets.token_hex(8)}",
-            ref=f"friend:{friendship.external_userid}:{friendship.userid}",
-        )
-        timeline.record(
-            db,
-            ActivityKind.FRIEND_EDITED,
-            f"{userid} 修改了标签 / edited tags in the sidebar",
-            external_userid=friendship.external_userid,
-            userid=friendship.userid,
-            data={"add_tag": added, "remove_tag": removed, "by": userid},
-        )
-    return added, removed
 
 
 @bp.post("/<external_userid>/tags")
@@ -493,7 +414,7 @@ def tags(external_userid: str) -> Response:
                 f"{', '.join(unknown)}; choose tags from the list",
                 field="tag_ids",
             )
-        added, removed = _set_tags(db, subject.friendship, wanted, me.userid)
+        added, removed = friend_service.set_tags(db, subject.friendship, wanted, actor=me.userid)
     if added or removed:
         runtime().after_ack(None, None)  # the scheduler drains the outbox anyway; this is sooner
         flash("标签已保存，正在同步到企业微信 / Tags saved; sending them to WeCom", "success")

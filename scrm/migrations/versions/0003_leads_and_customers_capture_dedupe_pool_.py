@@ -232,7 +232,7 @@ def upgrade() -> None:
             sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now())
         )
         batch.drop_index("ix_leads_owner_userid")
-        batch.create_index("ix_leads_company_key", ["company_key"], unique=False)
+        batch.create_index("ix_leads_company_key_id", ["company_key", "id"], unique=False)
         batch.create_index(batch.f("ix_leads_created_at"), ["created_at"], unique=False)
         batch.create_index(batch.f("ix_leads_email"), ["email"], unique=False)
         batch.create_index(batch.f("ix_leads_import_id"), ["import_id"], unique=False)
@@ -267,7 +267,7 @@ def downgrade() -> None:
             "ix_leads_import_id",
             "ix_leads_email",
             "ix_leads_created_at",
-            "ix_leads_company_key",
+            "ix_leads_company_key_id",
         ):
             batch.drop_index(index)
         batch.create_index("ix_leads_owner_userid", ["owner_userid"], unique=False)
