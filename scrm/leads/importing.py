@@ -669,7 +669,9 @@ class _Importer:
             column = self.rows.column_map.get("owner_userid", "owner_userid")
             report.errors.append(RowError(number, column, f"no staff member {owner!r}"))
             return
-        keys = Keys.of_input(data)
+        # Built for every good row (its keys come from it: the company key is computed once).
+        lead = self._lead(data, owner)
+        keys = Keys.of_lead(lead)
         ref = (data.source, data.external_ref) if data.external_ref else None
         match: Match | None = None
         if ref is not None and ref in self.refs:
@@ -678,7 +680,7 @@ class _Importer:
             found = self.index.match(keys, limit=3)
             match = next((m for m in found if m.exact), found[0] if found else None)
         if match is None:
-            self.create(data, keys, ref, owner)
+            self.create(lead, keys, ref)
             report.created += 1
         elif match.exact and self.mode is OnDuplicate.MERGE:
             self.merge(match.lead_id, data, keys)
@@ -687,7 +689,7 @@ class _Importer:
             # A known (source, external_ref) cannot be inserted again (it is unique): skipped.
             report.skipped += 1
         else:  # flagged, or a fuzzy match (always for review)
-            self.flag(match, data, owner)
+            self.flag(match, lead)
             report.flagged += 1
 
     def _lead(self, data: LeadInput, owner: str | None) -> Lead:
@@ -701,13 +703,12 @@ class _Importer:
             created_at=self.now,
         )
 
-    def create(self, data: LeadInput, keys: Keys, ref: tuple[str, str] | None, owner: str | None) -> None:
+    def create(self, lead: Lead, keys: Keys, ref: tuple[str, str] | None) -> None:
         temp = next(self.temp_ids)
         self.index.add(temp, keys)
         if ref is not None:
             self.refs[ref] = temp
         if self.write:
-            lead = self._lead(data, owner)
             self.pending[temp] = lead
             self.new.append(lead)
 
@@ -720,9 +721,9 @@ class _Importer:
         if lead is not None:
             enrich(lead, data)
 
-    def flag(self, match: Match, data: LeadInput, owner: str | None) -> None:
+    def flag(self, match: Match, lead: Lead) -> None:
         if self.write:
-            self.flags.append(_Flag(self._lead(data, owner), match.lead_id, match))
+            self.flags.append(_Flag(lead, match.lead_id, match))
 
     def _target_id(self, target: int) -> int | None:
         if target < TEMP_ID_BASE:

@@ -167,6 +167,7 @@ def measure(label: str, url: str, path: Path) -> bool:
         t0 = time.perf_counter()
         plain_rows = plain_insert(factory, path)
         plain_s = time.perf_counter() - t0
+        print(f"{label}: plain bulk insert {plain_rows} rows {plain_s:6.1f} s", flush=True)
         empty_tables(factory)
         t0 = time.perf_counter()
         report = dedupe_import(factory, path)
@@ -174,10 +175,12 @@ def measure(label: str, url: str, path: Path) -> bool:
     finally:
         engine.dispose()
     ratio = import_s / plain_s
+    print(f"{label}: load average {os.getloadavg()[0]:.1f}", flush=True)
     ok = import_s <= TARGET_SECONDS and ratio <= TARGET_RATIO
     print(
         f"{label}: plain bulk insert {plain_rows} rows {plain_s:6.1f} s ({plain_rows / plain_s:,.0f} rows/s)"
     )
+    print(f"{label}: plain bulk insert {plain_rows / plain_s:,.0f} rows/s")
     print(
         f"{label}: import with dedupe {report.processed_rows} rows {import_s:6.1f} s "
         f"({report.processed_rows / import_s:,.0f} rows/s): created {report.created}, flagged "
@@ -185,7 +188,8 @@ def measure(label: str, url: str, path: Path) -> bool:
     )
     print(
         f"{label}: import {import_s:.1f} s (target ≤ {TARGET_SECONDS:.0f} s), ratio import/plain {ratio:.2f} "
-        f"(target ≤ {TARGET_RATIO:.0f}) → {'PASS' if ok else 'FAIL'}"
+        f"(target ≤ {TARGET_RATIO:.0f}) → {'PASS' if ok else 'FAIL'}",
+        flush=True,
     )
     return ok
 
@@ -212,7 +216,9 @@ def main() -> int:
         path = Path(tmp) / "leads.csv"
         data, duplicates = generate(ROWS)
         path.write_bytes(data)
-        print(f"file: {ROWS} rows ({duplicates} repeat an earlier person), {len(data) / 1e6:.1f} MB")
+        print(
+            f"file: {ROWS} rows ({duplicates} repeat an earlier person), {len(data) / 1e6:.1f} MB", flush=True
+        )
         results = [measure("sqlite", f"sqlite:///{Path(tmp) / 'bench.db'}", path)]
         pg = postgres_url()
         if pg:
