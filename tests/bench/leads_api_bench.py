@@ -23,7 +23,8 @@ for the load and built again after it, then ANALYZE; the fill time is printed.
 
 Knobs: BENCH_LEADS_ROWS (1000000), BENCH_DEDUPE_LOOKUPS (2000), BENCH_LIST_REQUESTS (200),
 BENCH_POSTS (200), BENCH_LEADS_API_URL, BENCH_KEEP_DB=1 (reuse a database filled by an earlier run
-with the same row count instead of filling it again).
+with the same row count instead of filling it again; the generator is replayed for its sample),
+BENCH_ONLY (a subset of dedupe, list, post).
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ URL = os.environ.get(
     "BENCH_LEADS_API_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/scrm_bench_leads_api"
 )
 KEEP_DB = os.environ.get("BENCH_KEEP_DB") == "1"
+PARTS = ("dedupe", "list", "post")
+ONLY = [name for name in os.environ.get("BENCH_ONLY", ",".join(PARTS)).split(",") if name]
 SEED = 20261130
 
 # The targets of issue 11's acceptance line.
@@ -519,6 +522,14 @@ def list_cases(generator: Generator) -> list[ListCase]:
     mgr_vis = "(owner_userid IS NULL OR owner_userid IN (" + ", ".join(f"'{r}'" for r in REPS[:10]) + "))"
     return [
         ListCase(
+            "no filter (admin key)",
+            "admin",
+            {},
+            f"SELECT * FROM leads WHERE {live} ORDER BY id DESC LIMIT 21",
+            f"SELECT count(*) FROM leads WHERE {live}",
+            (),
+        ),
+        ListCase(
             "owner+status (rep key)",
             "rep",
             {"owner_userid": "rep07", "status": "contacted"},
@@ -569,7 +580,7 @@ def list_part(generator: Generator, client: Client) -> Part:
     )
     with psycopg.connect(psycopg_dsn(URL), autocommit=True, prepare_threshold=0) as conn:
         for case in list_cases(generator):
-            path = "/api/leads?" + "&".join(f"{k}={v}" for k, v in case.query.items()) + "&limit=20"
+            path = "/api/leads?" + "".join(f"{k}={v}&" for k, v in case.query.items()) + "limit=20"
             for _ in range(5):
                 client.call("GET", path, case.key)
             times = []
@@ -630,6 +641,9 @@ def kept_generator() -> Generator | None:
 
 
 def main() -> int:
+    unknown = set(ONLY) - set(PARTS)
+    if unknown:
+        raise SystemExit(f"BENCH_ONLY: unknown parts {sorted(unknown)}; choose from {', '.join(PARTS)}")
     if not postgres_available():
         print(
             f"PostgreSQL is not reachable at {make_url(URL).host}:{make_url(URL).port}; the leads API benchmark is skipped"
@@ -644,11 +658,13 @@ def main() -> int:
     else:
         keys = reuse_keys()
         print(f"fill: reusing the {ROWS:,} leads already in {make_url(URL).database}", flush=True)
-    parts = [dedupe_part(generator)]
+    parts = [dedupe_part(generator)] if "dedupe" in ONLY else []
     client = Client(keys)
     try:
-        parts.append(list_part(generator, client))
-        parts.append(post_part(generator, client))
+        if "list" in ONLY:
+            parts.append(list_part(generator, client))
+        if "post" in ONLY:
+            parts.append(post_part(generator, client))
     finally:
         client.close()
     print()
