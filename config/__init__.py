@@ -62,6 +62,9 @@ class Settings:
     lead_form_rate_limit: int = 5
     lead_form_cors_origins: tuple[str, ...] = ()
     trust_forwarded_for: bool = False
+    # Where console uploads wait for their import (the scheduler's background imports read them
+    # there, so web and scheduler must share it); "" = the system temp folder.
+    import_dir: str = ""
 
     @property
     def is_sqlite(self) -> bool:
@@ -243,6 +246,7 @@ def load_settings(
         lead_form_rate_limit=_int(env, "SCRM_LEAD_FORM_RATE_LIMIT", 5, minimum=1),
         lead_form_cors_origins=tuple(o.rstrip("/") for o in _csv(env, "SCRM_LEAD_FORM_CORS_ORIGINS", "")),
         trust_forwarded_for=_flag(env, "SCRM_TRUST_FORWARDED_FOR"),
+        import_dir=env.get("SCRM_IMPORT_DIR", ""),
     )
 
 

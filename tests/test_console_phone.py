@@ -194,6 +194,24 @@ def channel_edit_with_error(page: Any, base: str, what: str, shot: str | None = 
     assert_fits(page, f"{what} with an error", shot=shot)
 
 
+def open_first_lead(page: Any, base: str, what: str) -> None:
+    page.goto(base + "/console/leads")
+    page.locator("#leads-table td.title a").first.click()
+    page.wait_for_load_state("load")
+    assert "/console/leads/" in page.url
+    assert_fits(page, what)
+
+
+def lead_pages(page: Any, base: str, who: str) -> None:
+    """The sales pages every role has: leads (and one), the pool, likely duplicates."""
+    visit(page, base, "/console/leads", f"{who} leads")
+    visit(page, base, "/console/leads?status=new&sort=score&pool=yes", f"{who} leads filtered")
+    open_first_lead(page, base, f"{who} lead detail")
+    visit(page, base, "/console/pool", f"{who} pool")
+    visit(page, base, "/console/duplicates", f"{who} duplicates")
+    visit(page, base, "/console/customers", f"{who} customers")
+
+
 def tag(viewport: dict[str, int]) -> str:
     return "phone" if viewport is PHONE else "desktop"
 
@@ -211,6 +229,8 @@ def test_rep_pages_fit(site: Scrm, browser: Any, viewport: dict[str, int]) -> No
     visit(page, base, "/console/channels/1/edit", "rep forbidden channel edit", error=True)
     visit(page, base, f"/console/friends/{LONG_ID}", "rep forbidden friend", error=True)
     visit(page, base, "/console/friends?limit=lots", "rep bad request", error=True)
+    lead_pages(page, base, "rep")
+    visit(page, base, "/console/audit", "rep forbidden audit", error=True)
     visit(page, base, "/console/logout", "rep logout page")
     log_out(page, "rep")
     context.close()
@@ -246,6 +266,9 @@ def test_manager_pages_fit(site: Scrm, browser: Any, viewport: dict[str, int]) -
         shot=f"scrm-{tag(viewport)}-error-page.png",
     )
     visit(page, base, "/console/events", "manager forbidden events", error=True)
+    lead_pages(page, base, "manager")
+    visit(page, base, "/console/rules", "manager assignment rules")
+    visit(page, base, "/console/imports", "manager imports")
     visit(page, base, "/console/logout", "manager logout page")
     log_out(page, "manager")
     context.close()
@@ -268,6 +291,10 @@ def test_admin_pages_fit(site: Scrm, browser: Any, viewport: dict[str, int]) -> 
     visit(page, base, "/console/outbox?status=dead", "admin dead letters")
     visit(page, base, "/console/outbox?status=nope", "admin bad status", error=True)
     visit(page, base, f"/console/friends/{LONG_ID}", "admin unknown friend", error=True)
+    lead_pages(page, base, "admin")
+    visit(page, base, "/console/audit", "admin audit log")
+    visit(page, base, "/console/rules", "admin assignment rules")
+    visit(page, base, "/console/imports", "admin imports")
     visit(page, base, "/console/logout", "admin logout page")
     log_out(page, "admin")
     context.close()
