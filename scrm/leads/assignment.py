@@ -10,7 +10,9 @@ with nobody free passes the lead to the next rule; no rule leaves it in the publ
 
 The winner gets the lead through ``change_owner`` (history, capacities) and one WeCom app message
 through the outbox: a text card linking to the lead, asking the rep to add the lead as a friend
-when we have a phone but no WeCom contact yet.
+when we have a phone but no WeCom contact yet. A manager giving a lead to a rep by hand
+(``assign_to``: the console's bulk and lead-page assign, ``POST /api/leads/<id>/assign``) sends
+the same message.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from scrm.channels.models import Channel
 from scrm.directory.models import Staff
-from scrm.errors import InvalidInput, NotFound
+from scrm.errors import Conflict, InvalidInput, NotFound
 from scrm.leads.models import (
     OPEN_STATUSES,
     AssignmentMember,
@@ -138,6 +140,31 @@ def assign_new_lead(
         _notify_assigned(session, lead, member.userid, change.id, now)
         return member.userid
     return None
+
+
+def assign_to(
+    session: Session,
+    lead: Lead,
+    userid: str,
+    *,
+    actor: str | None,
+    note: str = "",
+    now: datetime | None = None,
+) -> bool:
+    """A manager gives ``lead`` to ``userid`` by hand (reason REASSIGNED): the ownership history
+    and the rep's app message, as for an assignment by rule. The edge has checked that the actor
+    may see the lead and the rep and that the rep is active. A lead the rep already owns is left
+    alone (False: nothing changed, no message); a closed or merged lead is a Conflict."""
+    if lead.merged_into_id is not None or lead.status not in OPEN_STATUSES:
+        raise Conflict(
+            f"lead {lead.id} is closed ({lead.status.value}) or merged; only open leads are assigned"
+        )
+    if lead.owner_userid == userid:
+        return False
+    now = now or utcnow()
+    change = change_owner(session, lead, userid, OwnershipReason.REASSIGNED, actor=actor, note=note, now=now)
+    _notify_assigned(session, lead, userid, change.id, now)
+    return True
 
 
 def _serialise(session: Session) -> None:

@@ -34,8 +34,8 @@ from scrm.errors import Conflict, Forbidden, InvalidInput, NotFound, ScrmError
 from scrm.followups import queries as followup_queries
 from scrm.followups import service as followups
 from scrm.followups.models import FollowUpKind
+from scrm.leads import assignment, pool, queries
 from scrm.leads import export as lead_export
-from scrm.leads import pool, queries
 from scrm.leads import service as leads
 from scrm.leads.models import (
     OPEN_STATUSES,
@@ -46,7 +46,6 @@ from scrm.leads.models import (
     LeadStatus,
     OwnershipReason,
 )
-from scrm.leads.ownership import change_owner
 from scrm.timeutil import SHANGHAI, utcnow
 from scrm.web import console
 from scrm.web.auth import StaffInfo, login_required, role_required
@@ -319,7 +318,9 @@ def _ids(raw: list[str]) -> list[int]:
 @bp.post("/leads/assign")
 @role_required(StaffRole.MANAGER, StaffRole.ADMIN)
 def bulk_assign() -> Response:
-    """Give the ticked leads to one rep (a manager within their departments)."""
+    """Give the ticked leads to one rep (a manager within their departments); the lead page's
+    assign posts here with its one lead. Each lead that changes hands sends the rep an app
+    message (``assignment.assign_to``)."""
     me = _me()
     back = _back(url_for("leads_console.leads"))
     ids = _ids(request.form.getlist("ids"))
@@ -343,8 +344,7 @@ def bulk_assign() -> Response:
             if lead.merged_into_id is not None or lead.status not in OPEN_STATUSES:
                 skipped.append(lead_id)
                 continue
-            if lead.owner_userid != userid:
-                change_owner(db, lead, userid, OwnershipReason.REASSIGNED, actor=_actor(me))
+            assignment.assign_to(db, lead, userid, actor=_actor(me))
             moved.append(lead_id)
     message = f"已分配 {len(moved)} 条给 {staff.name or userid} / Assigned {len(moved)} lead(s) to {userid}"
     if skipped:

@@ -14,6 +14,14 @@ Who sees what (the console's rule, ``directory.queries.visible_to``): a rep key 
 the pool (leads without an owner), a manager key its departments' reps' leads and the pool, an
 admin key all. Another rep's lead answers 403; lists leave it out; asking a list for an owner the
 key cannot see answers 403 (as ``/api/friends`` does).
+
+A capture (``POST /api/leads``) that matches a lead the key may not see still does its work (a
+merge enriches that lead; a skip writes nothing) and answers 200, but withholds the lead: only
+its ``id``, ``created``, ``merged``, ``duplicate_of``, ``merged_into`` and the ``match`` (rule,
+score, why), with ``visible: false`` and every other field null. The integrator learns that the
+person is known and which lead holds them (to quote in a support request), not whose lead it is
+or what it holds. A 409 would have been simpler to read, but a merge has already enriched the
+lead: failing the request would either lose the posted data or report a write as refused.
 """
 
 from __future__ import annotations
@@ -35,11 +43,10 @@ from scrm.errors import Forbidden, InvalidInput
 from scrm.followups import queries as followup_queries
 from scrm.followups import service as followups
 from scrm.followups.models import FollowUp
-from scrm.leads import pool, queries
+from scrm.leads import assignment, pool, queries
 from scrm.leads import service as leads
 from scrm.leads.fields import parse_lead
-from scrm.leads.models import Lead, LeadGrade, LeadStatus, OwnershipReason
-from scrm.leads.ownership import change_owner
+from scrm.leads.models import Lead, LeadGrade, LeadStatus
 from scrm.timeutil import utcnow
 from scrm.web.api import BEARER, ERRORS, spec
 from scrm.web.runtime import runtime
@@ -186,10 +193,49 @@ class LeadOut(BaseModel):
     created_at: str
 
 
-class CaptureOut(LeadOut):
+WITHHELD = "null when ``visible`` is false (withheld: the lead is another rep's)."
+
+
+class CaptureOut(BaseModel):
+    """The captured lead; when the capture matched a lead the key may not see (merged into it,
+    skipped for it, or the same ``external_ref``), only ``id``, ``created``, ``merged``,
+    ``duplicate_of``, ``merged_into``, ``match`` and ``visible`` (false) are given; every other
+    field is null, and a null ``owner_userid`` then does not mean the pool."""
+
+    id: int
+    duplicate_of: int | None = Field(None, description="The lead this one may duplicate (flagged).")
+    merged_into: int | None = Field(None, description="The lead that absorbed this one.")
+    # LeadOut's other fields, null for a lead the key cannot see (see the class docstring).
+    name: str | None = Field(None, description=WITHHELD)
+    phone: str | None = Field(None, description="E.164, e.g. +8613800138000; " + WITHHELD)
+    email: str | None = Field(None, description=WITHHELD)
+    company: str | None = Field(None, description=WITHHELD)
+    title: str | None = Field(None, description=WITHHELD)
+    region: str | None = Field(None, description=WITHHELD)
+    industry: str | None = Field(None, description=WITHHELD)
+    source: str | None = Field(None, description=WITHHELD)
+    utm: dict[str, str] | None = Field(None, description=WITHHELD)
+    notes: str | None = Field(None, description=WITHHELD)
+    external_ref: str | None = Field(None, description=WITHHELD)
+    channel_id: int | None = Field(None, description=WITHHELD)
+    owner_userid: str | None = Field(None, description="null: the public pool (公海), or " + WITHHELD)
+    status: LeadStatus | None = Field(None, description=WITHHELD)
+    disqualified_reason: str | None = Field(None, description=WITHHELD)
+    grade: LeadGrade | None = Field(None, description=WITHHELD)
+    score: int | None = Field(None, description=WITHHELD)
+    customer_id: int | None = Field(None, description=WITHHELD)
+    contact_id: int | None = Field(None, description=WITHHELD)
+    last_follow_up_at: str | None = Field(None, description=WITHHELD)
+    next_follow_up_at: str | None = Field(None, description=WITHHELD)
+    created_at: str | None = Field(None, description=WITHHELD)
     created: bool = Field(description="A new lead was written (201); false: an existing lead answers (200).")
     merged: bool = Field(description="The input was merged into the existing lead.")
     match: MatchOut | None
+    visible: bool = Field(
+        True,
+        description="false: the lead matched belongs to another rep (a key sees what its staff member "
+        "sees); its fields are withheld.",
+    )
 
 
 class LeadPageInfo(Page):
@@ -391,7 +437,9 @@ def create_lead(json: LeadIn) -> tuple[CaptureOut, int]:
 
     201 with the new lead (``duplicate_of`` and ``match`` set when it was flagged as a likely
     duplicate); 200 with the surviving lead when it matched and was merged or skipped, or when
-    ``(source, external_ref)`` was posted before. Bad fields: 422 with ``errors``; nothing written.
+    ``(source, external_ref)`` was posted before. A surviving lead the key may not see (another
+    rep's) answers 200 with its ``id``, ``merged``, ``match`` and ``visible: false``, its fields
+    null. Bad fields: 422 with ``errors``; nothing written.
     """
     raw = json.model_dump(exclude={"on_duplicate"})
     try:
@@ -402,7 +450,8 @@ def create_lead(json: LeadIn) -> tuple[CaptureOut, int]:
         caller = _Caller(session)
         caller.require_owner_visible(data.owner_userid)
         result = leads.capture(session, data, on_duplicate=json.on_duplicate, actor=caller.actor)
-        body = lead_json(result.lead)
+        visible = result.created or queries.may_see(result.lead, caller.visible)
+        body = lead_json(result.lead) if visible else _withheld(result.lead)
         match = result.match
         out = CaptureOut(
             **body,
@@ -411,8 +460,15 @@ def create_lead(json: LeadIn) -> tuple[CaptureOut, int]:
             match=MatchOut(lead_id=match.lead_id, rule=match.rule, score=match.score, reason=match.reason)
             if match
             else None,
+            visible=visible,
         )
     return out, 201 if result.created else 200
+
+
+def _withheld(lead: Lead) -> dict[str, Any]:
+    """What a capture answers about a matched lead the key may not see: which lead it is, how it
+    relates to others, and nothing of its content or owner."""
+    return {"id": lead.id, "duplicate_of": lead.duplicate_of_id, "merged_into": lead.merged_into_id}
 
 
 @bp.get("/api/leads")
@@ -525,7 +581,8 @@ def patch_lead(lead_id: int, json: LeadPatch) -> LeadOut:
 @bp.post("/api/leads/<int:lead_id>/assign")
 @spec.validate(json=AssignIn, resp=Resp(HTTP_200=LeadOut, **ERRORS_404), tags=TAGS, security=BEARER)
 def assign_lead(lead_id: int, json: AssignIn) -> LeadOut:
-    """Give the lead to a rep (manager and admin keys; a manager within their departments)."""
+    """Give the lead to a rep (manager and admin keys; a manager within their departments); the
+    rep gets the WeCom app message of an assignment (a text card linking to the lead)."""
     with _uow() as session:
         caller = _Caller(session)
         if caller.key.role not in (StaffRole.MANAGER, StaffRole.ADMIN):
@@ -541,10 +598,7 @@ def assign_lead(lead_id: int, json: AssignIn) -> LeadOut:
             raise InvalidInput(
                 f"lead {lead_id} is closed or merged; only open leads are assigned", field="lead_id"
             )
-        if lead.owner_userid != json.userid:
-            change_owner(
-                session, lead, json.userid, OwnershipReason.REASSIGNED, actor=caller.actor, note=json.note
-            )
+        assignment.assign_to(session, lead, json.userid, actor=caller.actor, note=json.note)
         return LeadOut.model_validate(lead_json(lead))
 
 
