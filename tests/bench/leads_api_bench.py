@@ -358,9 +358,10 @@ def _typo(name: str, rnd: random.Random) -> str:
     return name[:at] + name[at + 1] + name[at] + name[at + 2 :]
 
 
-def lookups(generator: Generator, count: int) -> list[tuple[str, dict[str, Any]]]:
-    """(kind, raw POST body) for ``count`` look-ups: phone hit, email hit, company hit, miss."""
-    rnd = random.Random(SEED + 1)
+def lookups(generator: Generator, count: int, seed: int) -> list[tuple[str, dict[str, Any]]]:
+    """(kind, raw POST body) for ``count`` look-ups: phone hit, email hit, company hit, miss.
+    Another ``seed`` gives other people, so the posts' leads are not the dedupe part's misses."""
+    rnd = random.Random(seed)
     phones = [p.phone for _, _, p in generator.sample if p.phone]
     emails = [p.email for _, _, p in generator.sample if p.email]
     with_company = [p for _, _, p in generator.sample if p.ckey]
@@ -388,7 +389,7 @@ def lookups(generator: Generator, count: int) -> list[tuple[str, dict[str, Any]]
             body = {
                 "name": _name(rnd),
                 "phone": generator.new_phone()[3:],
-                "email": f"new{i}@nowhere{i % 13}.cn",
+                "email": f"new{seed}-{i}@nowhere{i % 13}.cn",
                 "company": rnd.choice(CITIES) + "新开" + "".join(rnd.choices(WORDS, k=4)) + "有限公司",
             }
         out.append((kind, body))
@@ -400,7 +401,7 @@ def dedupe_part(generator: Generator) -> Part:
     from scrm.leads.dedupe import BLOCK_CAP
 
     part = Part(f"dedupe check: find_matches × {LOOKUPS} against {generator.rows:,} leads")
-    checks = [(kind, Keys.of_input(parse_lead(body))) for kind, body in lookups(generator, LOOKUPS)]
+    checks = [(kind, Keys.of_input(parse_lead(body))) for kind, body in lookups(generator, LOOKUPS, SEED + 1)]
     engine = make_engine(URL)
     factory = make_session_factory(engine)
     times: dict[str, list[float]] = {}
@@ -421,7 +422,7 @@ def dedupe_part(generator: Generator) -> Part:
     # The floor: the same queries as bare SQL on one psycopg connection (prepared by psycopg).
     floor: list[float] = []
     live = "merged_into_id IS NULL"
-    with psycopg.connect(psycopg_dsn(URL), autocommit=True, prepare_threshold=0) as conn:
+    with psycopg.connect(psycopg_dsn(URL), autocommit=True, prepare_threshold=None) as conn:
         for n, (_kind, keys) in enumerate(checks[:100] + checks):
             t0 = time.perf_counter()
             for column, value in (
@@ -578,7 +579,7 @@ def list_part(generator: Generator, client: Client) -> Part:
     part = Part(
         f"the list's first page: GET /api/leads (limit 20) × {LIST_REQUESTS} each, {generator.rows:,} leads"
     )
-    with psycopg.connect(psycopg_dsn(URL), autocommit=True, prepare_threshold=0) as conn:
+    with psycopg.connect(psycopg_dsn(URL), autocommit=True, prepare_threshold=None) as conn:
         for case in list_cases(generator):
             path = "/api/leads?" + "".join(f"{k}={v}&" for k, v in case.query.items()) + "limit=20"
             for _ in range(5):
@@ -610,7 +611,7 @@ def post_part(generator: Generator, client: Client) -> Part:
     """The whole POST /api/leads (parse, dedupe, insert, duplicate pairs, assignment, timeline,
     score, commit), half new people and half exact duplicates flagged."""
     part = Part(f"POST /api/leads through the Flask test client × {POSTS} (writes {POSTS} leads; runs last)")
-    bodies = [body for _, body in lookups(generator, POSTS + 20)]
+    bodies = [body for _, body in lookups(generator, POSTS + 20, SEED + 3)]
     for body in bodies[:20]:
         client.call("POST", "/api/leads", "admin", json=body)
     times = [client.call("POST", "/api/leads", "admin", json=body)[0] for body in bodies[20:]]
@@ -634,6 +635,17 @@ def kept_generator() -> Generator | None:
         return None
     if row is None or row[0] != ROWS:
         return None
+    with psycopg.connect(psycopg_dsn(URL)) as conn:
+        # What an earlier run's posts wrote goes, so that its leads match no look-up.
+        refs = conn.execute(
+            "SELECT c.conrelid::regclass::text, a.attname FROM pg_constraint c JOIN pg_attribute a "
+            "ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1] "
+            "WHERE c.contype = 'f' AND c.confrelid = 'leads'::regclass AND c.conrelid <> 'leads'::regclass"
+        ).fetchall()
+        for table, column in refs:
+            conn.execute(f'DELETE FROM {table} WHERE "{column}" > %s', (ROWS,))
+        conn.execute("DELETE FROM leads WHERE id > %s", (ROWS,))
+        conn.execute(f"SELECT setval('leads_id_seq', {ROWS})")
     generator = Generator(ROWS)
     for _ in generator.rows_():  # replays the seeded generator for its sample of leads
         pass
