@@ -158,7 +158,10 @@ def measure(label: str, url: str, path: Path) -> bool:
         t0 = time.perf_counter()
         plain_rows = plain_insert(make_session_factory(engine), path)
         plain_s = time.perf_counter() - t0
-        print(f"{label}: plain bulk insert {plain_rows} rows {plain_s:6.1f} s", flush=True)
+        print(
+            f"{label}: plain bulk insert {plain_rows} rows {plain_s:6.1f} s ({plain_rows / plain_s:,.0f} rows/s)",
+            flush=True,
+        )
     finally:
         engine.dispose()
     url = url.replace("bench.db", "bench-import.db")
@@ -171,12 +174,8 @@ def measure(label: str, url: str, path: Path) -> bool:
     finally:
         engine.dispose()
     ratio = import_s / plain_s
-    print(f"{label}: load average {os.getloadavg()[0]:.1f}", flush=True)
+    print(f"{label}: load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
     ok = import_s <= TARGET_SECONDS and ratio <= TARGET_RATIO
-    print(
-        f"{label}: plain bulk insert {plain_rows} rows {plain_s:6.1f} s ({plain_rows / plain_s:,.0f} rows/s)"
-    )
-    print(f"{label}: plain bulk insert {plain_rows / plain_s:,.0f} rows/s")
     print(
         f"{label}: import with dedupe {report.processed_rows} rows {import_s:6.1f} s "
         f"({report.processed_rows / import_s:,.0f} rows/s): created {report.created}, flagged "
