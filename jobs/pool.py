@@ -1,5 +1,5 @@
-"""The public pool's recycle tick: warn the owners of leads a day from recycling and put the
-leads nobody followed up back in the pool (scrm.leads.pool.recycle_due), a batch per
+"""The public pool's recycle tick: warn the owners of leads and customers a day from recycling and
+put those nobody followed up back in the pool (scrm.leads.pool.recycle_due), a batch per
 transaction. What is due is in the rows (follow-up times, warnings), so the tick may run often
 and any replica may run it: the rows it changes are locked (skipping rows others hold)."""
 
@@ -30,5 +30,5 @@ def recycle_tick(ctx: Context, *, now: datetime | None = None, batch: int = BATC
         if w < batch and r < batch:
             break
     if warned or recycled:
-        log.info("pool: warned %s owners, recycled %s leads", warned, recycled)
+        log.info("pool: warned %s owners, recycled %s leads and customers", warned, recycled)
     return warned, recycled

@@ -30,8 +30,13 @@ class Customer(Base):
     industry: Mapped[str] = mapped_column(String(64), default="")
     owner_userid: Mapped[str | None] = mapped_column(String(64), index=True)
     merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"))
+    # When the current owner got it (None: in the pool, or owned since it was created); with the
+    # last follow-up, what the pool's recycling counts neglect from (scrm.leads.pool).
+    assigned_at: Mapped[datetime | None] = mapped_column()
     last_follow_up_at: Mapped[datetime | None] = mapped_column()
     next_follow_up_at: Mapped[datetime | None] = mapped_column()
+    # The owner was warned the customer returns to the pool tomorrow (once per follow-up).
+    recycle_warned_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     contacts: Mapped[list[Contact]] = relationship(back_populates="customer")

@@ -82,9 +82,10 @@ def clip_bytes(value: str, limit: int) -> str:
     return raw[: limit - 3].decode(errors="ignore") + "…"
 
 
-def text_card(touser: str, title: str, lines: list[tuple[str, str]], lead_id: int) -> dict[str, Any]:
-    """An app message text card (doc 90236) to ``touser`` linking to the lead's console page;
-    ``lines`` are (class, text) with WeCom's classes gray / normal / highlight."""
+def text_card(touser: str, title: str, lines: list[tuple[str, str]], path: str) -> dict[str, Any]:
+    """An app message text card (doc 90236) to ``touser`` linking to a console ``path`` (a lead's
+    ``CONSOLE_LEAD_PATH``, a customer's); ``lines`` are (class, text) with WeCom's classes
+    gray / normal / highlight."""
     description = "".join(f'<div class="{cls}">{_escape(line)}</div>' for cls, line in lines)
     return {
         "touser": touser,
@@ -92,7 +93,7 @@ def text_card(touser: str, title: str, lines: list[tuple[str, str]], lead_id: in
         "textcard": {
             "title": clip_bytes(title, 128),
             "description": clip_bytes(description, 512),
-            "url": CONSOLE_LEAD_PATH.format(id=lead_id),
+            "url": path,
             "btntxt": "查看",  # ≤4 characters
         },
     }
@@ -267,7 +268,7 @@ def _notify_assigned(session: Session, lead: Lead, userid: str, change_id: int, 
     outbox.enqueue(
         session,
         LEAD_ASSIGNED,
-        text_card(userid, "新线索分配给你 / A new lead for you", lines, lead.id),
+        text_card(userid, "新线索分配给你 / A new lead for you", lines, CONSOLE_LEAD_PATH.format(id=lead.id)),
         f"lead_assigned:{lead.id}:{change_id}",
         ref=f"lead:{lead.id}",
     )

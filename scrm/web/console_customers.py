@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, flash, redirect, render_template, request, session, url_for
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Response
@@ -45,15 +45,13 @@ from scrm.errors import Conflict, Forbidden, InvalidInput, NotFound
 from scrm.followups import queries as followup_queries
 from scrm.followups import service as followups
 from scrm.friends.models import Friendship
-from scrm.leads import assignment, importing
+from scrm.leads import assignment, importing, pool
 from scrm.leads.fields import LEAD_FIELDS
 from scrm.leads.models import (
     AssignmentRule,
     ImportStatus,
     Lead,
     LeadImport,
-    OwnershipChange,
-    OwnershipReason,
     PoolRule,
 )
 from scrm.people.models import ExternalContact
@@ -390,35 +388,19 @@ def customer_follow_up(customer_id: int) -> Response:
 @bp.post("/customers/<int:customer_id>/claim")
 @login_required
 def customer_claim(customer_id: int) -> Response:
-    """Take a customer from the pool: compare-and-set on the owner, so of two reps claiming at
-    once exactly one wins. (Customers have no claim caps yet: the pool's caps count leads.)"""
+    """Take a customer from the pool (``pool.claim_customer``): of two reps claiming at once
+    exactly one wins, within the default pool rule's daily claim cap and holding cap."""
     me = _me()
     try:
         with transaction(_factory()) as db:
             _customer_for(db, customer_id, _visible(db, me))
-            won = db.execute(
-                update(Customer)
-                .where(
-                    Customer.id == customer_id,
-                    Customer.owner_userid.is_(None),
-                    Customer.merged_into_id.is_(None),
-                )
-                .values(owner_userid=me.userid, updated_at=utcnow())
-            )
-            if not getattr(won, "rowcount", 0):
-                raise Conflict(
-                    "这个客户已有负责人 / Someone else owns this customer now; it is no longer in the pool."
-                )
-            db.add(
-                OwnershipChange(
-                    customer_id=customer_id,
-                    from_userid=None,
-                    to_userid=me.userid,
-                    reason=OwnershipReason.CLAIMED,
-                    actor=me.userid,
-                    at=utcnow(),
-                )
-            )
+            pool.claim_customer(db, customer_id, me.userid)
+    except pool.AlreadyClaimed:
+        flash(
+            "无法领取 Cannot claim / 这个客户已有负责人 / Someone else owns this customer now; "
+            "it is no longer in the pool.",
+            "error",
+        )
     except Conflict as exc:
         flash(f"无法领取 Cannot claim / {exc.message}", "error")
     else:
@@ -429,30 +411,14 @@ def customer_claim(customer_id: int) -> Response:
 @bp.post("/customers/<int:customer_id>/release")
 @login_required
 def customer_release(customer_id: int) -> Response:
-    """Back to the pool with a reason: by its owner, or a manager or admin who sees it."""
+    """Back to the pool with a reason (``pool.release_customer``): by its owner, or a manager or
+    admin who sees it."""
     me = _me()
-    reason = request.form.get("reason", "").strip()
     try:
-        if not reason:
-            raise InvalidInput("请填写退回原因 / Say why you release this customer.", field="reason")
         with transaction(_factory()) as db:
-            customer = _customer_for(db, customer_id, _visible(db, me))
-            before = customer.owner_userid
-            if before is None:
-                raise Conflict("客户已在公海 / This customer is already in the pool.")
-            if before != me.userid and not me.sees_everyone:
-                raise Forbidden("只有负责人或经理可以退回 / Only its owner or a manager can release it.")
-            customer.owner_userid = None
-            db.add(
-                OwnershipChange(
-                    customer_id=customer_id,
-                    from_userid=before,
-                    to_userid=None,
-                    reason=OwnershipReason.RELEASED,
-                    note=reason[:256],
-                    actor=me.userid,
-                    at=utcnow(),
-                )
+            _customer_for(db, customer_id, _visible(db, me))
+            pool.release_customer(
+                db, customer_id, me.userid, reason=request.form.get("reason", ""), actor_role=me.role
             )
     except (InvalidInput, Conflict) as exc:
         flash(f"无法退回公海 Cannot release / {exc.message}", "error")

@@ -2,8 +2,9 @@
 
 Leads gain what capture, dedupe and the pool need (email, company and its matching key, UTM,
 external ref, grade and score, duplicate/merge pointers, follow-up and recycle times); customers
-and contacts what conversion and dedupe need. New: flagged duplicate pairs, the merge audit,
-ownership history, assignment and pool rules, imports, follow-ups, the audit log.
+and contacts what conversion, dedupe and the pool need (assignment, follow-up and recycle
+times). New: flagged duplicate pairs, the merge audit, ownership history, assignment and pool
+rules, imports, follow-ups, the audit log.
 
 Revision ID: 0003
 Revises: 0002
@@ -197,8 +198,8 @@ def upgrade() -> None:
         batch.add_column(sa.Column("region", sa.String(length=64), nullable=False, server_default=""))
         batch.add_column(sa.Column("industry", sa.String(length=64), nullable=False, server_default=""))
         batch.add_column(sa.Column("merged_into_id", Id, nullable=True))
-        batch.add_column(sa.Column("last_follow_up_at", sa.DateTime(timezone=True), nullable=True))
-        batch.add_column(sa.Column("next_follow_up_at", sa.DateTime(timezone=True), nullable=True))
+        for name in ("assigned_at", "last_follow_up_at", "next_follow_up_at", "recycle_warned_at"):
+            batch.add_column(sa.Column(name, sa.DateTime(timezone=True), nullable=True))
         batch.add_column(
             sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now())
         )
@@ -300,8 +301,10 @@ def downgrade() -> None:
         batch.drop_index("ix_customers_company_key")
         for column in (
             "updated_at",
+            "recycle_warned_at",
             "next_follow_up_at",
             "last_follow_up_at",
+            "assigned_at",
             "merged_into_id",
             "industry",
             "region",
