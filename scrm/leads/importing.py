@@ -27,6 +27,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import json
 import logging
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -811,9 +812,49 @@ def insert_leads(session: Session, leads: Sequence[Lead]) -> None:
         # what the model's defaults would have given a Lead built without them
         row["status"] = row["status"] or LeadStatus.NEW
         row["created_at"] = row["created_at"] or now
-    session.execute(insert(_table(Lead)), rows)
+    if session.get_bind().dialect.name == "postgresql":
+        _copy_rows(session, _table(Lead), rows, now)
+    else:
+        session.execute(insert(_table(Lead)), rows)
     for lead, lead_id in zip(leads, ids, strict=True):
         lead.id = lead_id
+
+
+def _copy_rows(session: Session, table: Table, rows: list[dict[str, Any]], now: datetime) -> None:
+    """PostgreSQL's bulk load (COPY … FROM STDIN through psycopg, on the session's connection and
+    in its transaction): measured at 100k leads, executemany took 50 s on two shared cores.
+    COPY applies no Python-side column defaults, so every column is given: the row's value, else
+    the model's default."""
+    defaults: dict[str, Any] = {}
+    for column in table.columns:
+        default = column.default
+        if column.key in rows[0] or default is None:
+            defaults[column.key] = None
+        elif getattr(default, "is_scalar", False):
+            defaults[column.key] = getattr(default, "arg", None)
+        else:  # a factory (utcnow, dict): now for the times, a fresh value otherwise
+            factory: Any = default
+            made = factory.arg(None)
+            defaults[column.key] = now if isinstance(made, datetime) else made
+    names = [column.key for column in table.columns]
+
+    def value(v: Any) -> Any:
+        if isinstance(v, StrEnum):
+            return v.value
+        if isinstance(v, dict | list):
+            return json.dumps(v, ensure_ascii=False)
+        return v
+
+    driver = session.connection().connection.driver_connection
+    assert driver is not None
+    with (
+        driver.cursor() as cursor,
+        cursor.copy(
+            f"COPY {table.name} ({', '.join(names)}) FROM STDIN"  # noqa: S608 - the model's own names
+        ) as copy,
+    ):
+        for row in rows:
+            copy.write_row([value(row[n]) if n in row else value(defaults[n]) for n in names])
 
 
 _NEXT_LEAD_IDS = text("SELECT nextval(pg_get_serial_sequence('leads', 'id')) FROM generate_series(1, :n)")
