@@ -138,7 +138,7 @@ def _seed_when_up(ctx: Any, host: str, port: int) -> None:
 @cli.command()
 @click.option(
     "--ticks",
-    default="welcome,dispatch,outbox,reconcile,pool",
+    default="welcome,dispatch,outbox,reconcile,pool,imports",
     show_default=True,
     help="Comma-separated ticks this replica runs; e.g. a fast lane with only 'welcome'.",
 )

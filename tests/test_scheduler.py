@@ -60,6 +60,7 @@ def test_scheduler_builds_the_tick_table_and_refuses_unknown_ticks(ack_only_scrm
         "drain_outbox_tick",
         "reconcile",
         "recycle_tick",
+        "run_pending_imports",
     }
     fast_lane = build_scheduler(ack_only_scrm.ctx, ticks=("welcome",))
     assert [job.id for job in fast_lane.get_jobs()] == ["send_due_welcomes"]
