@@ -28,9 +28,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from flask import Blueprint, flash, redirect, render_template, request, session, url_for
-from sqlalchemy import func, or_, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Response
@@ -45,7 +46,7 @@ from scrm.errors import Conflict, Forbidden, InvalidInput, NotFound
 from scrm.followups import queries as followup_queries
 from scrm.followups import service as followups
 from scrm.friends.models import Friendship
-from scrm.leads import assignment, importing, pool
+from scrm.leads import assignment, export, importing, pool
 from scrm.leads.fields import LEAD_FIELDS
 from scrm.leads.models import (
     AssignmentRule,
@@ -58,7 +59,7 @@ from scrm.people.models import ExternalContact
 from scrm.timeutil import SHANGHAI, utcnow
 from scrm.web import console
 from scrm.web.auth import StaffInfo, login_required, role_required
-from scrm.web.console_leads import _moment
+from scrm.web.console_leads import _moment, send_export
 
 bp = Blueprint("customers_console", __name__, url_prefix="/console")
 console.attach(bp)  # CSRF, the WeCom banner, base.html's globals
@@ -159,10 +160,60 @@ def _customer_for(db: Session, customer_id: int, visible: frozenset[str] | None)
     return customer
 
 
-@bp.get("/customers", endpoint="customers")
-@login_required
-def customers_list() -> str:
-    me = _me()
+@dataclass(frozen=True)
+class CustomerArgs:
+    """The customers list's filters and sort, from the query string (the list and its exports)."""
+
+    q: str
+    kind: str
+    owner: str
+    pool: str
+    sort: str
+
+    def select(self, visible: frozenset[str] | None) -> Select[Customer]:
+        """The live customers these filters select among those ``visible`` (None: all), sorted."""
+        stmt = select(Customer).where(Customer.merged_into_id.is_(None))
+        if visible is not None:
+            stmt = stmt.where(or_(Customer.owner_userid.is_(None), Customer.owner_userid.in_(list(visible))))
+        if self.q:
+            like = "%" + self.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            stmt = stmt.where(Customer.name.ilike(like, escape="\\"))
+        if self.kind:
+            stmt = stmt.where(Customer.kind == CustomerKind(self.kind))
+        if self.owner:
+            stmt = stmt.where(Customer.owner_userid == self.owner)
+        if self.pool == "yes":
+            stmt = stmt.where(Customer.owner_userid.is_(None))
+        elif self.pool == "no":
+            stmt = stmt.where(Customer.owner_userid.is_not(None))
+        return stmt
+
+    def order(self) -> list[Any]:
+        if self.sort == "name":
+            return [Customer.name, Customer.id]
+        if self.sort == "follow_up":
+            # Customers without a date last, on both databases.
+            return [Customer.next_follow_up_at.is_(None), Customer.next_follow_up_at, Customer.id]
+        return [Customer.created_at.desc(), Customer.id.desc()]
+
+    def query_string(self) -> str:
+        """The filters (not the page) as a query string: for the exports."""
+        pairs = {"q": self.q, "kind": self.kind, "owner": self.owner, "pool": self.pool}
+        if self.sort != "newest":
+            pairs["sort"] = self.sort
+        return urlencode({k: v for k, v in pairs.items() if v})
+
+    def described(self, visible: frozenset[str] | None) -> dict[str, Any]:
+        """The filters as the export's audit row keeps them: those set, the sort, whose customers
+        the user could see."""
+        pairs = (("q", self.q), ("kind", self.kind), ("owner_userid", self.owner), ("pool", self.pool))
+        out: dict[str, Any] = {name: value for name, value in pairs if value}
+        out["sort"] = self.sort
+        out["scope"] = "all" if visible is None else sorted(visible)
+        return out
+
+
+def _customer_args(visible: frozenset[str] | None) -> CustomerArgs:
     q = request.args.get("q", "").strip()[:128]
     kind = request.args.get("kind", "")
     if kind not in KIND_OPTIONS:
@@ -174,35 +225,23 @@ def customers_list() -> str:
     if sort not in SORT_OPTIONS:
         raise InvalidInput(f"未知排序 / Unknown sort {sort!r}: choose {', '.join(SORT_OPTIONS)}")
     owner = request.args.get("owner", "").strip()
+    if owner and visible is not None and owner not in visible:
+        raise Forbidden(f"你无权查看 {owner} 的客户 / You cannot see {owner}'s customers.")
+    return CustomerArgs(q=q, kind=kind, owner=owner, pool=pool_arg, sort=sort)
+
+
+@bp.get("/customers", endpoint="customers")
+@login_required
+def customers_list() -> str:
+    me = _me()
     limit = console._int_arg("limit", DEFAULT_PAGE, max(PAGE_SIZES))
     offset = console._int_arg("offset", 0, 10**9)
     with read(_factory()) as db:
         visible = _visible(db, me)
-        if owner and visible is not None and owner not in visible:
-            raise Forbidden(f"你无权查看 {owner} 的客户 / You cannot see {owner}'s customers.")
-        stmt = select(Customer).where(Customer.merged_into_id.is_(None))
-        if visible is not None:
-            stmt = stmt.where(or_(Customer.owner_userid.is_(None), Customer.owner_userid.in_(list(visible))))
-        if q:
-            like = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            stmt = stmt.where(Customer.name.ilike(like, escape="\\"))
-        if kind:
-            stmt = stmt.where(Customer.kind == CustomerKind(kind))
-        if owner:
-            stmt = stmt.where(Customer.owner_userid == owner)
-        if pool_arg == "yes":
-            stmt = stmt.where(Customer.owner_userid.is_(None))
-        elif pool_arg == "no":
-            stmt = stmt.where(Customer.owner_userid.is_not(None))
+        args = _customer_args(visible)
+        stmt = args.select(visible)
         total = db.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-        if sort == "name":
-            order: list[Any] = [Customer.name, Customer.id]
-        elif sort == "follow_up":
-            # Customers without a date last, on both databases.
-            order = [Customer.next_follow_up_at.is_(None), Customer.next_follow_up_at, Customer.id]
-        else:
-            order = [Customer.created_at.desc(), Customer.id.desc()]
-        rows = list(db.scalars(stmt.order_by(*order).limit(limit + 1).offset(offset)))
+        rows = list(db.scalars(stmt.order_by(*args.order()).limit(limit + 1).offset(offset)))
         has_next = len(rows) > limit
         rows = rows[:limit]
         counts = dict(
@@ -213,6 +252,7 @@ def customers_list() -> str:
             ).all()
         )
         prev_url, next_url = console._page_urls("customers_console.customers", offset, limit, has_next)
+        qs = args.query_string()
         return render_template(
             "customers.html",
             rows=rows,
@@ -220,7 +260,14 @@ def customers_list() -> str:
             contact_counts=counts,
             owner_names=directory_queries.names(db, {c.owner_userid for c in rows if c.owner_userid}),
             owner_options=_owner_options(db, visible),
-            filters={"q": q, "kind": kind, "owner": owner, "pool": pool_arg, "sort": sort, "limit": limit},
+            filters={
+                "q": args.q,
+                "kind": args.kind,
+                "owner": args.owner,
+                "pool": args.pool,
+                "sort": args.sort,
+                "limit": limit,
+            },
             kind_options=KIND_OPTIONS,
             pool_options=POOL_OPTIONS,
             sort_options=SORT_OPTIONS,
@@ -228,7 +275,29 @@ def customers_list() -> str:
             offset=offset,
             prev_url=prev_url,
             next_url=next_url,
+            export_csv=url_for("customers_console.export", fmt="csv") + ("?" + qs if qs else ""),
+            export_xlsx=url_for("customers_console.export", fmt="xlsx") + ("?" + qs if qs else ""),
         )
+
+
+@bp.get("/customers/export.<any(csv, xlsx):fmt>", endpoint="export")
+@login_required
+def customers_export(fmt: str) -> Response:
+    """The visible, filtered customers list (every page of it) as CSV or XLSX, written by the
+    leads' export writer and audit-logged the same way (target "customers")."""
+    me = _me()
+    with read(_factory()) as db:
+        visible = _visible(db, me)
+        args = _customer_args(visible)
+    stmt = args.select(visible).order_by(*args.order())
+    return send_export(
+        fmt,
+        "customers",
+        lambda db, out: export.write_sheet(db, export.CUSTOMERS, stmt, fmt, out),
+        lambda db, count: export.record_list_export(
+            db, actor=me.userid, target="customers", filters=args.described(visible), fmt=fmt, count=count
+        ),
+    )
 
 
 @dataclass(frozen=True)

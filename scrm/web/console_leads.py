@@ -14,9 +14,10 @@ action (a claim cap, a closed lead) comes back as a flash on the page it was ask
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urlencode
 
 from flask import Blueprint, flash, redirect, render_template, request, send_file, url_for
@@ -780,25 +781,42 @@ EXPORT_TYPES = {
 @bp.get("/leads/export.<any(csv, xlsx):fmt>")
 @login_required
 def export(fmt: str) -> Response:
-    """The visible, filtered list (every page of it) as a file; each export is audit-logged.
+    """The visible, filtered list (every page of it) as a file; each export is audit-logged."""
+    me = _me()
+    with read(_factory()) as db:
+        visible = _visible(db, me)
+    f = _list_args(visible).lead_filter(visible, limit=0, offset=0)
+    return send_export(
+        fmt,
+        "leads",
+        lambda db, out: lead_export.write(db, f, fmt, out),
+        lambda db, count: lead_export.record_export(db, actor=_actor(me), f=f, fmt=fmt, count=count),
+    )
+
+
+def send_export(
+    fmt: str,
+    stem: str,
+    write: Callable[[Session, IO[bytes]], int],
+    audit: Callable[[Session, int], object],
+) -> Response:
+    """Any console list's export (leads, customers): ``write`` the file in a read, then ``audit``
+    its row count in a transaction, then send it as ``<stem>-<Shanghai time>.<fmt>``.
 
     The file is written to a spooled temporary file first (on disk past 8 MB): the audit row
     then holds the exact row count, and a failure half-way sends no partial file."""
-    me = _me()
     out = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)  # noqa: SIM115 - send_file closes it
     with read(_factory()) as db:
-        visible = _visible(db, me)
-        f = _list_args(visible).lead_filter(visible, limit=0, offset=0)
-        count = lead_export.write(db, f, fmt, out)
+        count = write(db, out)
     with transaction(_factory()) as db:
-        lead_export.record_export(db, actor=_actor(me), f=f, fmt=fmt, count=count)
+        audit(db, count)
     out.seek(0)
     stamp = utcnow().astimezone(SHANGHAI).strftime("%Y%m%d-%H%M")
     return send_file(
         out,  # type: ignore[arg-type]
         mimetype=EXPORT_TYPES[fmt],
         as_attachment=True,
-        download_name=f"leads-{stamp}.{fmt}",
+        download_name=f"{stem}-{stamp}.{fmt}",
         max_age=0,
     )
 
