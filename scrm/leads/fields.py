@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from scrm.errors import InvalidInput
@@ -45,11 +46,12 @@ class LeadInput:
     utm: dict[str, str] = field(default_factory=dict)
     channel_id: int | None = None
 
-    @property
+    # Computed once per input (an import asks for each several times per row).
+    @cached_property
     def name_key(self) -> str:
         return name_key(self.name)
 
-    @property
+    @cached_property
     def company_key(self) -> str:
         return company_key(self.company)
 

@@ -481,7 +481,7 @@ def run_import(
             session.execute(
                 update(LeadImport)
                 .where(LeadImport.id == import_id, LeadImport.status == ImportStatus.PENDING)
-                .values(status=ImportStatus.RUNNING)
+                .values(status=ImportStatus.RUNNING, started_at=now)
             )
         )
         job = session.get(LeadImport, import_id)
@@ -565,13 +565,13 @@ def dry_run(
 def fail_stale_imports(
     session: Session, *, now: datetime | None = None, lease: timedelta = RUNNING_LEASE
 ) -> int:
-    """Mark failed the running imports whose process died: created more than ``lease`` ago and
+    """Mark failed the running imports whose process died: started more than ``lease`` ago and
     still running (their transaction rolled back with the process, so they left no leads)."""
     now = now or utcnow()
     return _rowcount(
         session.execute(
             update(LeadImport)
-            .where(LeadImport.status == ImportStatus.RUNNING, LeadImport.created_at < now - lease)
+            .where(LeadImport.status == ImportStatus.RUNNING, LeadImport.started_at < now - lease)
             .values(
                 status=ImportStatus.FAILED,
                 failure="the import stopped (its process ended); run it again",

@@ -48,6 +48,10 @@ class Lead(Base):
         # The list pages: a rep's (or the pool's) leads by status, newest first; by source.
         Index("ix_leads_owner_userid_status_id", "owner_userid", "status", "id"),
         Index("ix_leads_source_id", "source", "id"),
+        # Merges and deletes look leads up by what points at them (SQLite checks the foreign keys
+        # of every deleted row by these columns).
+        Index("ix_leads_duplicate_of_id", "duplicate_of_id"),
+        Index("ix_leads_merged_into_id", "merged_into_id"),
         # Dedupe reads a company's newest leads: company_key, then id, in index order.
         Index("ix_leads_company_key_id", "company_key", "id"),
         # An external system's id for the lead is unique within its source (a re-post is a duplicate).
@@ -236,4 +240,5 @@ class LeadImport(Base):
     failure: Mapped[str] = mapped_column(Text, default="")
     created_by: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column()  # when a runner claimed it (its lease)
     finished_at: Mapped[datetime | None] = mapped_column()

@@ -69,6 +69,7 @@ def upgrade() -> None:
         sa.Column("failure", sa.Text(), nullable=False),
         sa.Column("created_by", sa.String(length=64), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_lead_imports")),
     )
@@ -239,6 +240,8 @@ def upgrade() -> None:
         batch.create_index(batch.f("ix_leads_import_id"), ["import_id"], unique=False)
         batch.create_index("ix_leads_owner_userid_status_id", ["owner_userid", "status", "id"], unique=False)
         batch.create_index("ix_leads_source_id", ["source", "id"], unique=False)
+        batch.create_index("ix_leads_duplicate_of_id", ["duplicate_of_id"], unique=False)
+        batch.create_index("ix_leads_merged_into_id", ["merged_into_id"], unique=False)
         batch.create_unique_constraint(batch.f("uq_leads_source_external_ref"), ["source", "external_ref"])
         batch.create_foreign_key(batch.f("fk_leads_contact_id_contacts"), "contacts", ["contact_id"], ["id"])
         batch.create_foreign_key(
@@ -264,6 +267,8 @@ def downgrade() -> None:
         batch.drop_constraint("uq_leads_source_external_ref", type_="unique")
         for index in (
             "ix_leads_source_id",
+            "ix_leads_duplicate_of_id",
+            "ix_leads_merged_into_id",
             "ix_leads_owner_userid_status_id",
             "ix_leads_import_id",
             "ix_leads_email",
