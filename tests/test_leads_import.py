@@ -319,7 +319,9 @@ def test_progress_is_visible_while_the_import_runs_on_postgresql_only(factory):
             stored = session.scalars(select(LeadImport.processed_rows)).one()
         seen.append((report.processed_rows, stored))
 
-    import_id, _ = start(factory, importing.read_sheet("p.csv", csv_bytes(rows)), chunk_rows=20, progress=look)
+    import_id, _ = start(
+        factory, importing.read_sheet("p.csv", csv_bytes(rows)), chunk_rows=20, progress=look
+    )
     postgresql = factory.kw["bind"].dialect.name == "postgresql"
     # The import's own leads stay invisible until it commits; its progress does not (PostgreSQL).
     expected = [(20, 20), (40, 40), (50, 50)] if postgresql else [(20, 0), (40, 0), (50, 0)]
@@ -355,7 +357,7 @@ def test_the_tick_runs_pending_imports_and_fails_stale_ones(factory, tmp_path):
         queued = importing.create_import(
             session, filename=str(path), column_map=importing.resolve_column_map(sheet.headers)
         ).id
-        stale = LeadImport(filename="gone.csv", status=ImportStatus.RUNNING, created_at=factories.at(0))
+        stale = LeadImport(filename="gone.csv", status=ImportStatus.RUNNING, started_at=factories.at(0))
         session.add(stale)
         session.flush()
         stale_id = stale.id
