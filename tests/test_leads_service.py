@@ -299,3 +299,7 @@ def test_list_filters_visibility_and_phone_search(db_session: Session) -> None:
     assert ids(after_id=b.id) == [a.id]
     assert ids(limit=1, offset=1) == [b.id]
     assert queries.list_leads(db_session, queries.LeadFilter(limit=1))[1] == 3
+    # Beyond the cap the total is not counted (null), the page still is.
+    capped = queries.list_leads(db_session, queries.LeadFilter(limit=1), count_cap=2)
+    assert capped[1] is None and len(capped[0]) == 1
+    assert queries.list_leads(db_session, queries.LeadFilter(limit=1), count_cap=3)[1] == 3

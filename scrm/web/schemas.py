@@ -76,7 +76,9 @@ class Page(BaseModel):
     offset: int
     next_offset: int | None = Field(description="Offset of the next page; null on the last page.")
     total: int | None = Field(
-        None, description="Matching rows, where the endpoint counts them cheaply; otherwise null."
+        None,
+        description="Matching rows, where the endpoint counts them cheaply; otherwise null "
+        "(leads: null when more than 10,000 match).",
     )
 
 
