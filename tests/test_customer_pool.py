@@ -20,6 +20,7 @@ from scrm.errors import Conflict, Forbidden, InvalidInput
 from scrm.followups import service as followups
 from scrm.leads import pool
 from scrm.leads.models import OwnershipChange, OwnershipReason, PoolRule
+from scrm.leads.ownership import change_owner
 from scrm.outbox.models import OutboxCommand
 from tests.factories import T0
 from tests.test_console import login
@@ -119,7 +120,7 @@ def test_the_recycle_tick_warns_the_day_before_then_recycles_customers(ctx):  # 
         followed = new_customer(session, name="字节跳动")
         merged = new_customer(session)
         for customer in (neglected, followed, merged):
-            pool.change_customer_owner(session, customer, "rep", OwnershipReason.REASSIGNED, now=T0)
+            change_owner(session, customer, "rep", OwnershipReason.REASSIGNED, now=T0)
         merged.merged_into_id = followed.id
         # Long ago created, claimed today: neglect counts from the claim, not the creation.
         old = new_customer(session, created_at=T0 - timedelta(days=300))
@@ -169,7 +170,7 @@ def test_customers_are_not_recycled_without_a_default_rule(ctx):  # noqa: F811
         # A rule for a lead source does not apply to customers.
         session.add(PoolRule(name="ads", source="ads", recycle_after_days=2))
         customer = new_customer(session)
-        pool.change_customer_owner(session, customer, "rep", OwnershipReason.REASSIGNED, now=T0)
+        change_owner(session, customer, "rep", OwnershipReason.REASSIGNED, now=T0)
     assert recycle_tick(ctx, now=T0 + timedelta(days=30)) == (0, 0)
 
 

@@ -1,6 +1,6 @@
-"""Who owns a lead: the one place that changes ``Lead.owner_userid`` and keeps its history
-(OwnershipChange rows: assignment, claims, releases, recycling, merges). Capacities and claim
-caps count those rows."""
+"""Who owns a lead or a customer: the one place that changes their ``owner_userid`` and keeps its
+history (OwnershipChange rows: assignment, claims, releases, recycling, merges). Capacities and
+claim caps count those rows."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from scrm.customers.models import Customer
 from scrm.leads.models import Lead, LeadStatus, OwnershipChange, OwnershipReason
 from scrm.timeutil import SHANGHAI, utcnow
 
 
 def change_owner(
     session: Session,
-    lead: Lead,
+    row: Lead | Customer,
     to_userid: str | None,
     reason: OwnershipReason,
     *,
@@ -23,12 +24,15 @@ def change_owner(
     note: str = "",
     now: datetime | None = None,
 ) -> OwnershipChange:
-    """Give ``lead`` to ``to_userid`` (None: the public pool) and record why. A lead that gets an
-    owner while new becomes assigned; one back in the pool is new again for whoever claims it."""
+    """Give a lead or a customer to ``to_userid`` (None: the public pool) and record why. A lead
+    that gets an owner while new becomes assigned; one back in the pool is new again for whoever
+    claims it."""
     now = now or utcnow()
+    is_lead = isinstance(row, Lead)
     change = OwnershipChange(
-        lead_id=lead.id,
-        from_userid=lead.owner_userid,
+        lead_id=row.id if is_lead else None,
+        customer_id=None if is_lead else row.id,
+        from_userid=row.owner_userid,
         to_userid=to_userid,
         reason=reason,
         note=note[:256],
@@ -36,16 +40,16 @@ def change_owner(
         at=now,
     )
     session.add(change)
-    lead.owner_userid = to_userid
-    lead.recycle_warned_at = None
-    if to_userid is None:
-        lead.assigned_at = None
-        if lead.status is LeadStatus.ASSIGNED:
-            lead.status = LeadStatus.NEW
+    row.owner_userid = to_userid
+    row.recycle_warned_at = None
+    row.assigned_at = now if to_userid is not None else None
+    if isinstance(row, Lead):
+        if to_userid is None and row.status is LeadStatus.ASSIGNED:
+            row.status = LeadStatus.NEW
+        elif to_userid is not None and row.status is LeadStatus.NEW:
+            row.status = LeadStatus.ASSIGNED
     else:
-        lead.assigned_at = now
-        if lead.status is LeadStatus.NEW:
-            lead.status = LeadStatus.ASSIGNED
+        row.updated_at = now
     session.flush()
     return change
 

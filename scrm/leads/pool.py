@@ -5,8 +5,8 @@ Leads and customers go through the same code, told apart by a ``Subject`` (``LEA
 ``CUSTOMERS``): its table, its column in the ownership history, its console page and its warning
 message. What differs besides is small and said where it matters: an open lead has an open
 status and is not merged, an open customer is not merged; a lead's owner changes through
-``scrm.leads.ownership.change_owner`` (which also moves its status), a customer's through
-``change_customer_owner`` here.
+``scrm.leads.ownership.change_owner`` (which also moves its status), a customer's through the same
+function.
 
 Which pool rule applies: to a lead, the rule for its source, else the default rule (source None);
 to a customer (customers have no source), the default rule. With no rule at all, claims are
@@ -182,53 +182,6 @@ def claimed_since(
     )
 
 
-def change_customer_owner(
-    session: Session,
-    customer: Customer,
-    to_userid: str | None,
-    reason: OwnershipReason,
-    *,
-    actor: str | None = None,
-    note: str = "",
-    now: datetime | None = None,
-) -> OwnershipChange:
-    """Give ``customer`` to ``to_userid`` (None: the public pool) and record why: the customers'
-    ``scrm.leads.ownership.change_owner``."""
-    now = now or utcnow()
-    change = OwnershipChange(
-        customer_id=customer.id,
-        from_userid=customer.owner_userid,
-        to_userid=to_userid,
-        reason=reason,
-        note=note[:256],
-        actor=actor,
-        at=now,
-    )
-    session.add(change)
-    customer.owner_userid = to_userid
-    customer.assigned_at = now if to_userid is not None else None
-    customer.recycle_warned_at = None
-    customer.updated_at = now
-    session.flush()
-    return change
-
-
-def _change_owner(
-    session: Session,
-    row: Lead | Customer,
-    to_userid: str | None,
-    reason: OwnershipReason,
-    *,
-    actor: str | None = None,
-    note: str = "",
-    now: datetime,
-) -> None:
-    if isinstance(row, Lead):
-        change_owner(session, row, to_userid, reason, actor=actor, note=note, now=now)
-    else:
-        change_customer_owner(session, row, to_userid, reason, actor=actor, note=note, now=now)
-
-
 # --- claiming and releasing ------------------------------------------------------------------
 
 
@@ -284,7 +237,7 @@ def _claim(session: Session, subject: Subject[Owned], row_id: int, userid: str, 
         session.refresh(row)
         raise AlreadyClaimed(f"already claimed by {row.owner_userid or 'someone else'}")
     # The row is ours; the owner change records the history (from the pool) and the claim time.
-    _change_owner(session, row, userid, OwnershipReason.CLAIMED, actor=userid, now=now)
+    change_owner(session, row, userid, OwnershipReason.CLAIMED, actor=userid, now=now)
     return row
 
 
@@ -355,7 +308,7 @@ def _release(
         raise Forbidden(f"only the {noun}'s owner ({row.owner_userid}) or a manager can release it")
     if not _is_open(row):
         raise Conflict(f"{_closed(row)}; reopen it first")
-    _change_owner(session, row, None, OwnershipReason.RELEASED, actor=userid, note=note, now=now)
+    change_owner(session, row, None, OwnershipReason.RELEASED, actor=userid, note=note, now=now)
     return row
 
 
@@ -439,7 +392,7 @@ def _recycle(
         ).all(),
     )
     for row in due:
-        _change_owner(
+        change_owner(
             session,
             row,
             None,
