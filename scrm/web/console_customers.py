@@ -4,6 +4,11 @@ progress, the row-level error report) and assignment rules (with the pool rules)
 Who sees what is the leads' rule (``directory.queries.visible_to``): a rep their own customers and
 the pool's, a manager their departments', an admin all; another rep's customer is a 403 page.
 
+Likely duplicate companies (the same normalised company name, ``customers.queries
+.likely_duplicates``) are for managers and admins to review and merge
+(``customers.service.merge_customers``): a merge moves another rep's contacts and leads, and each
+pair is listed only when the user may see both customers.
+
 Imports are for managers and admins: a file of hundreds of leads, and whom they go to, is a team
 decision, and the file's ``owner_userid`` column can hand leads to anyone. A rep adds leads one at
 a time (the lead form, the sidebar). The upload is kept in the import directory under a random
@@ -38,6 +43,7 @@ from werkzeug.wrappers import Response
 
 from scrm.channels.models import Channel
 from scrm.customers import queries as customer_queries
+from scrm.customers import service as customers
 from scrm.customers.models import Contact, Customer, CustomerKind
 from scrm.db import read, transaction
 from scrm.directory import queries as directory_queries
@@ -59,7 +65,7 @@ from scrm.people.models import ExternalContact
 from scrm.timeutil import SHANGHAI, utcnow
 from scrm.web import console
 from scrm.web.auth import StaffInfo, login_required, role_required
-from scrm.web.console_leads import _moment, send_export
+from scrm.web.console_leads import _back, _moment, send_export
 
 bp = Blueprint("customers_console", __name__, url_prefix="/console")
 console.attach(bp)  # CSRF, the WeCom banner, base.html's globals
@@ -494,6 +500,88 @@ def customer_release(customer_id: int) -> Response:
     else:
         flash(f"已退回公海 #{customer_id} / Customer #{customer_id} is back in the pool", "success")
     return redirect(_detail(customer_id))
+
+
+# --- duplicates ------------------------------------------------------------------------------
+
+
+@bp.get("/customers/duplicates", endpoint="customer_duplicates")
+@role_required(StaffRole.MANAGER, StaffRole.ADMIN)
+def customer_duplicates() -> str:
+    """Likely duplicate companies (the same normalised company name), each pair side by side with
+    why, for a manager or admin to merge. Only pairs whose two customers the user may both see."""
+    me = _me()
+    limit = console._int_arg("limit", 20, max(PAGE_SIZES))
+    offset = console._int_arg("offset", 0, 10**9)
+    with read(_factory()) as db:
+        visible = _visible(db, me)
+        found = customer_queries.likely_duplicates(db, visible=visible, limit=limit + 1, offset=offset)
+        has_next = len(found) > limit
+        pairs = found[:limit]
+        sides = {c.id for p in pairs for c in (p.first, p.other)}
+        counts = (
+            dict(
+                db.execute(
+                    select(Contact.customer_id, func.count())
+                    .where(Contact.customer_id.in_(sides))
+                    .group_by(Contact.customer_id)
+                ).all()
+            )
+            if sides
+            else {}
+        )
+        owners = {c.owner_userid for p in pairs for c in (p.first, p.other) if c.owner_userid}
+        prev_url, next_url = console._page_urls(
+            "customers_console.customer_duplicates", offset, limit, has_next
+        )
+        return render_template(
+            "customers_duplicates.html",
+            pairs=pairs,
+            total=customer_queries.count_likely_duplicates(db, visible=visible),
+            contact_counts=counts,
+            owner_names=directory_queries.names(db, owners),
+            kind_options=KIND_OPTIONS,
+            offset=offset,
+            prev_url=prev_url,
+            next_url=next_url,
+            back=request.full_path.rstrip("?"),
+        )
+
+
+def _form_id(name: str) -> int:
+    raw = request.form.get(name, "").strip().lstrip("#")
+    if not (raw.isascii() and raw.isdigit()):
+        raise InvalidInput(f"请选择要保留的客户 / Choose which customer survives ({name} is missing)")
+    return int(raw)
+
+
+@bp.post("/customers/duplicates/merge", endpoint="customer_duplicates_merge")
+@role_required(StaffRole.MANAGER, StaffRole.ADMIN)
+def customer_duplicates_merge() -> Response:
+    """Merge a listed pair (``first`` and ``other``), keeping the one chosen as ``survivor``."""
+    me = _me()
+    back = _back(url_for("customers_console.customer_duplicates"))
+    try:
+        pair = {_form_id("first"), _form_id("other")}
+        survivor_id = _form_id("survivor")
+        if len(pair) != 2:
+            raise InvalidInput("不能把客户合并到它自己 / A customer cannot be merged into itself")
+        if survivor_id not in pair:
+            raise InvalidInput("请选择保留哪个客户 / Choose which customer of the pair survives")
+        (merged_id,) = pair - {survivor_id}
+        with transaction(_factory()) as db:
+            visible = _visible(db, me)
+            survivor = _customer_for(db, survivor_id, visible)
+            merged = _customer_for(db, merged_id, visible)
+            customers.merge_customers(db, survivor, merged, actor=me.userid, now=utcnow())
+    except (InvalidInput, Conflict) as exc:
+        flash(f"无法合并 Cannot merge / {exc.message}", "error")
+        return redirect(back)
+    flash(
+        f"已将客户 #{merged_id} 合并到 #{survivor_id} / Customer #{merged_id} merged into #{survivor_id}",
+        "success",
+    )
+    return redirect(back)
 
 
 # --- imports ---------------------------------------------------------------------------------
