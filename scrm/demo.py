@@ -150,12 +150,15 @@ def seed_leads(ctx: Context) -> None:
     """The sales side of the demo, through the same services the API and the console use."""
     from datetime import timedelta
 
+    from scrm.customers import service as customers
+    from scrm.customers.models import CustomerKind
     from scrm.followups import service as followups
     from scrm.followups.models import FollowUpKind
     from scrm.leads import assignment
     from scrm.leads import service as leads
     from scrm.leads.fields import parse_lead
     from scrm.leads.models import PoolRule
+    from scrm.leads.normalize import company_key
     from scrm.timeutil import utcnow
 
     with transaction(ctx.session_factory) as session:
@@ -194,7 +197,18 @@ def seed_leads(ctx: Context) -> None:
             next_follow_up_at=utcnow() + timedelta(days=3),
             author_userid=converted.owner_userid,
         )
-    log.info("demo: seeded %s leads, an assignment rule and a converted customer", len(DEMO_LEADS))
+        # A likely duplicate customer: the converted company entered again, spelt another way.
+        customers.create_customer(
+            session,
+            kind=CustomerKind.COMPANY,
+            name="青禾贸易（杭州）有限公司",
+            company_key=company_key("青禾贸易（杭州）有限公司"),
+            region="浙江",
+        )
+    log.info(
+        "demo: seeded %s leads, an assignment rule, a converted customer and a likely duplicate of it",
+        len(DEMO_LEADS),
+    )
 
 
 def _all_tag_ids(session: Any) -> list[str]:

@@ -210,6 +210,10 @@ def lead_pages(page: Any, base: str, who: str) -> None:
     visit(page, base, "/console/pool", f"{who} pool")
     visit(page, base, "/console/duplicates", f"{who} duplicates")
     visit(page, base, "/console/customers", f"{who} customers")
+    if who == "rep":
+        visit(page, base, "/console/customers/duplicates", "rep forbidden customer duplicates", error=True)
+    else:
+        visit(page, base, "/console/customers/duplicates", f"{who} customer duplicates")
 
 
 def tag(viewport: dict[str, int]) -> str:

@@ -30,7 +30,8 @@ from scrm.schema import (
     Tag,
 )
 from scrm.timeutil import SHANGHAI, utcnow
-from scrm.web.sidebar import jsapi_signature, parse_local_time
+from scrm.web.console import local_time as parse_local_time
+from scrm.web.sidebar import jsapi_signature
 from tests.conftest import Scrm
 from tests.helpers import CHROMIUM, launch_chromium
 

@@ -11,7 +11,7 @@ template.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -222,6 +222,23 @@ def sh_time(moment: datetime | None) -> str:
     if moment is None:
         return "—"
     return moment.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def local_time(raw: str, field: str = "next_follow_up_at") -> datetime | None:
+    """A ``datetime-local`` form value (the Asia/Shanghai wall clock users read) as aware UTC;
+    None when empty."""
+    raw = raw.strip()
+    if not raw:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise InvalidInput(
+            "时间格式应为 2026-12-01T09:30 / give a date and time like 2026-12-01T09:30", field=field
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=SHANGHAI)
+    return moment.astimezone(UTC)
 
 
 def label(value: Any) -> str:

@@ -65,7 +65,7 @@ from scrm.people.models import ExternalContact
 from scrm.timeutil import SHANGHAI, utcnow
 from scrm.web import console
 from scrm.web.auth import StaffInfo, login_required, role_required
-from scrm.web.console_leads import _back, _moment, send_export
+from scrm.web.console_leads import _back, send_export
 
 bp = Blueprint("customers_console", __name__, url_prefix="/console")
 console.attach(bp)  # CSRF, the WeCom banner, base.html's globals
@@ -440,7 +440,7 @@ def _detail(customer_id: int) -> str:
 def customer_follow_up(customer_id: int) -> Response:
     me = _me()
     try:
-        when = _moment(request.form.get("next_follow_up_at", ""))
+        when = console.local_time(request.form.get("next_follow_up_at", ""))
         with transaction(_factory()) as db:
             customer = _customer_for(db, customer_id, _visible(db, me))
             followups.log_follow_up(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import IO, Any
 from urllib.parse import urlencode
 
@@ -523,29 +523,12 @@ def lead_convert(lead_id: int) -> Response:
     return redirect(_detail(lead_id))
 
 
-def _moment(raw: str) -> datetime | None:
-    """A datetime-local field (Asia/Shanghai wall clock, what the user sees) → aware UTC."""
-    raw = raw.strip()
-    if not raw:
-        return None
-    try:
-        local = datetime.fromisoformat(raw)
-    except ValueError:
-        raise InvalidInput(
-            "下次跟进时间格式不对 / next follow-up: give a date and time like 2026-12-01 09:30",
-            field="next_follow_up_at",
-        ) from None
-    if local.tzinfo is None:
-        local = local.replace(tzinfo=SHANGHAI)
-    return local.astimezone(UTC)
-
-
 @bp.post("/leads/<int:lead_id>/follow-ups")
 @login_required
 def lead_follow_up(lead_id: int) -> Response:
     me = _me()
     try:
-        when = _moment(request.form.get("next_follow_up_at", ""))
+        when = console.local_time(request.form.get("next_follow_up_at", ""))
         with transaction(_factory()) as db:
             lead = _lead_for(db, lead_id, _visible(db, me))
             followups.log_follow_up(

@@ -24,7 +24,6 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, flash, jsonify, redirect, render_template, request, url_for
@@ -52,7 +51,6 @@ from scrm.people.models import ExternalContact
 from scrm.tags import queries as tag_queries
 from scrm.tags.models import Tag
 from scrm.timeline import queries as timeline_queries
-from scrm.timeutil import SHANGHAI, utcnow
 from scrm.web import console
 from scrm.web.auth import StaffInfo, current_staff, login_required
 from scrm.web.lead_form import bilingual_fix
@@ -426,23 +424,6 @@ def tags(external_userid: str) -> Response:
 # --- follow-ups --------------------------------------------------------------------------------
 
 
-def parse_local_time(raw: str) -> datetime | None:
-    """A ``datetime-local`` value (Asia/Shanghai wall clock, what the rep reads) as aware UTC."""
-    raw = raw.strip()
-    if not raw:
-        return None
-    try:
-        moment = datetime.fromisoformat(raw)
-    except ValueError:
-        raise InvalidInput(
-            "时间格式应为 2026-12-01T09:00 / give the time as 2026-12-01T09:00",
-            field="next_follow_up_at",
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=SHANGHAI)
-    return moment.astimezone(utcnow().tzinfo)
-
-
 @bp.post("/<external_userid>/follow-up")
 @login_required
 def follow_up(external_userid: str) -> Response | str | tuple[str, int]:
@@ -468,7 +449,7 @@ def follow_up(external_userid: str) -> Response | str | tuple[str, int]:
                 customer=customer,
                 kind=form["kind"] or FollowUpKind.WECOM,
                 content=form["content"].strip(),
-                next_follow_up_at=parse_local_time(form["next_follow_up_at"]),
+                next_follow_up_at=console.local_time(form["next_follow_up_at"]),
                 author_userid=me.userid,
                 external_userid=external_userid,
             )
