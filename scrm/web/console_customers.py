@@ -50,7 +50,6 @@ from scrm.directory import queries as directory_queries
 from scrm.directory.models import Staff, StaffRole
 from scrm.errors import Conflict, Forbidden, InvalidInput, NotFound
 from scrm.followups import queries as followup_queries
-from scrm.followups import service as followups
 from scrm.friends.models import Friendship
 from scrm.leads import assignment, export, importing, pool
 from scrm.leads.fields import LEAD_FIELDS
@@ -65,7 +64,7 @@ from scrm.people.models import ExternalContact
 from scrm.timeutil import SHANGHAI, utcnow
 from scrm.web import console
 from scrm.web.auth import StaffInfo, login_required, role_required
-from scrm.web.console_leads import _back, send_export
+from scrm.web.console_leads import _back, log_follow_up_from_form, send_export
 
 bp = Blueprint("customers_console", __name__, url_prefix="/console")
 console.attach(bp)  # CSRF, the WeCom banner, base.html's globals
@@ -439,24 +438,7 @@ def _detail(customer_id: int) -> str:
 @login_required
 def customer_follow_up(customer_id: int) -> Response:
     me = _me()
-    try:
-        when = console.local_time(request.form.get("next_follow_up_at", ""))
-        with transaction(_factory()) as db:
-            customer = _customer_for(db, customer_id, _visible(db, me))
-            followups.log_follow_up(
-                db,
-                customer=customer,
-                kind=request.form.get("kind", ""),
-                content=request.form.get("content", "").strip(),
-                next_follow_up_at=when,
-                author_userid=me.userid,
-                now=utcnow(),
-            )
-    except InvalidInput as exc:
-        fixes = "; ".join(f"{k}: {v}" for k, v in exc.fields.items()) or exc.message
-        flash(f"跟进未保存 Follow-up not saved / {fixes}", "error")
-    else:
-        flash("已记录跟进 / Follow-up logged", "success")
+    log_follow_up_from_form(me, lambda db: {"customer": _customer_for(db, customer_id, _visible(db, me))})
     return redirect(_detail(customer_id))
 
 

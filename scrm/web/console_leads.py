@@ -523,17 +523,15 @@ def lead_convert(lead_id: int) -> Response:
     return redirect(_detail(lead_id))
 
 
-@bp.post("/leads/<int:lead_id>/follow-ups")
-@login_required
-def lead_follow_up(lead_id: int) -> Response:
-    me = _me()
+def log_follow_up_from_form(me: StaffInfo, subject: Callable[[Session], dict[str, Any]]) -> None:
+    """Log the follow-up the posted form describes on what ``subject`` finds in the unit of work
+    (``{"lead": …}`` or ``{"customer": …}``, already checked as visible), and flash the outcome."""
     try:
         when = console.local_time(request.form.get("next_follow_up_at", ""))
         with transaction(_factory()) as db:
-            lead = _lead_for(db, lead_id, _visible(db, me))
             followups.log_follow_up(
                 db,
-                lead=lead,
+                **subject(db),
                 kind=request.form.get("kind", ""),
                 content=request.form.get("content", "").strip(),
                 next_follow_up_at=when,
@@ -545,6 +543,13 @@ def lead_follow_up(lead_id: int) -> Response:
         flash(f"跟进未保存 Follow-up not saved / {fixes}", "error")
     else:
         flash("已记录跟进 / Follow-up logged", "success")
+
+
+@bp.post("/leads/<int:lead_id>/follow-ups")
+@login_required
+def lead_follow_up(lead_id: int) -> Response:
+    me = _me()
+    log_follow_up_from_form(me, lambda db: {"lead": _lead_for(db, lead_id, _visible(db, me))})
     return redirect(_detail(lead_id))
 
 
