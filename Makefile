@@ -56,9 +56,11 @@ bench: install
 dedupe-eval: install
 	$(BIN)/python -m tests.dedupe_eval
 
-## make bench-leads: importing 100k leads with dedupe vs a plain bulk insert of the same rows (SQLite, and PostgreSQL when reachable)
+## make bench-leads: importing 100k leads with dedupe vs a plain bulk insert of the same rows (SQLite, and PostgreSQL
+## when reachable); then, on PostgreSQL with 1M leads, the dedupe check of POST /api/leads and the list's first page
 bench-leads: install
 	$(BIN)/python -m tests.bench.leads_bench
+	$(BIN)/python -m tests.bench.leads_api_bench
 
 clean:
 	rm -rf $(VENV) instance *.egg-info
