@@ -30,7 +30,6 @@ import re
 import secrets
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -49,7 +48,6 @@ from scrm.db import read, transaction
 from scrm.directory import queries as directory_queries
 from scrm.directory.models import Staff, StaffRole
 from scrm.errors import Conflict, Forbidden, InvalidInput, NotFound
-from scrm.followups import queries as followup_queries
 from scrm.friends.models import Friendship
 from scrm.leads import assignment, export, importing, pool
 from scrm.leads.fields import LEAD_FIELDS
@@ -64,7 +62,13 @@ from scrm.people.models import ExternalContact
 from scrm.timeutil import SHANGHAI, utcnow
 from scrm.web import console
 from scrm.web.auth import StaffInfo, login_required, role_required
-from scrm.web.console_leads import _back, log_follow_up_from_form, send_export
+from scrm.web.console_leads import (
+    FOLLOW_UP_KINDS,
+    _back,
+    log_follow_up_from_form,
+    send_export,
+    timeline_rows,
+)
 
 bp = Blueprint("customers_console", __name__, url_prefix="/console")
 console.attach(bp)  # CSRF, the WeCom banner, base.html's globals
@@ -78,14 +82,6 @@ SORT_OPTIONS = {
     "name": "名称 Name",
     "follow_up": "下次跟进 Next follow-up",
 }
-FOLLOW_UP_KINDS = {
-    "call": "电话 Call",
-    "visit": "拜访 Visit",
-    "wecom": "企微沟通 WeCom chat",
-    "email": "邮件 Email",
-    "note": "备注 Note",
-}
-TIMELINE_KINDS = {"follow_up": "跟进 Follow-up", "ownership": "负责人 Owner", "merge": "合并 Merge"}
 IMPORT_STATUS = {
     ImportStatus.PENDING: "排队中 Queued",
     ImportStatus.RUNNING: "导入中 Running",
@@ -312,14 +308,6 @@ class ContactView:
     leads: list[Lead]
 
 
-@dataclass(frozen=True)
-class TimelineRow:
-    at: datetime
-    kind: str
-    summary: str
-    who: str
-
-
 def _contacts(db: Session, customer_id: int, visible: frozenset[str] | None) -> list[ContactView]:
     contacts = customer_queries.contacts_of(db, customer_id)
     ids = [c.id for c in contacts]
@@ -369,39 +357,6 @@ def _contacts(db: Session, customer_id: int, visible: frozenset[str] | None) -> 
     return views
 
 
-def _timeline(db: Session, customer_id: int) -> list[TimelineRow]:
-    entries = followup_queries.timeline(db, customer_id=customer_id)
-    userids: set[str] = {e.userid for e in entries if e.userid}
-    for e in entries:
-        if e.kind == "ownership":
-            userids |= {str(e.data[k]) for k in ("from", "to") if e.data.get(k)}
-    names = directory_queries.names(db, userids)
-    rows = []
-    for e in entries:
-        kind = TIMELINE_KINDS.get(e.kind) or console.label(_activity_kind(e.kind))
-        summary = e.summary
-        if e.kind == "follow_up":
-            fu_kind = str(e.data.get("kind", ""))
-            summary = FOLLOW_UP_KINDS.get(fu_kind, fu_kind) + summary[len(fu_kind) :]
-        elif e.kind == "ownership":
-            before, after = e.data.get("from"), e.data.get("to")
-            summary = (
-                f"{names.get(str(before), before) if before else '公海 Pool'} → "
-                f"{names.get(str(after), after) if after else '公海 Pool'}"
-            )
-        rows.append(TimelineRow(e.at, kind, summary, names.get(e.userid, e.userid) if e.userid else ""))
-    return rows
-
-
-def _activity_kind(kind: str) -> Any:
-    from scrm.timeline.models import ActivityKind
-
-    try:
-        return ActivityKind(kind)
-    except ValueError:
-        return kind
-
-
 @bp.get("/customers/<int:customer_id>")
 @login_required
 def customer_detail(customer_id: int) -> str | Response:
@@ -425,7 +380,7 @@ def customer_detail(customer_id: int) -> str | Response:
             kind_label=KIND_OPTIONS.get(str(customer.kind), str(customer.kind)),
             owner_name=directory_queries.names(db, {owner} if owner else set()).get(owner or "", owner or ""),
             contacts=_contacts(db, customer_id, visible),
-            timeline=_timeline(db, customer_id),
+            timeline=timeline_rows(db, customer_id=customer_id),
             can_release=owner is not None and (owner == me.userid or me.sees_everyone),
         )
 

@@ -365,8 +365,12 @@ class TimelineRow:
     who: str
 
 
-def _timeline(db: Session, lead_id: int) -> list[TimelineRow]:
-    entries = followup_queries.timeline(db, lead_id=lead_id)
+def timeline_rows(
+    db: Session, *, lead_id: int | None = None, customer_id: int | None = None
+) -> list[TimelineRow]:
+    """A lead's or a customer's timeline as the console shows it: kinds labelled, reps by name,
+    ownership as "from → to" with its reason."""
+    entries = followup_queries.timeline(db, lead_id=lead_id, customer_id=customer_id)
     userids: set[str] = set()
     for e in entries:
         if e.userid:
@@ -431,7 +435,7 @@ def lead_detail(lead_id: int) -> str:
             owner_name=directory_queries.names(db, {lead.owner_userid} if lead.owner_userid else set()).get(
                 lead.owner_userid or "", lead.owner_userid or ""
             ),
-            timeline=_timeline(db, lead_id),
+            timeline=timeline_rows(db, lead_id=lead_id),
             duplicates=duplicates,
             is_open=is_open,
             can_release=is_open
