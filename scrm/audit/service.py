@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -17,3 +19,17 @@ def record(
     session.add(entry)
     session.flush()
     return entry
+
+
+def snapshot(row: Any) -> dict[str, Any]:
+    """Every column of a mapped ``row`` as JSON values: what an audit row keeps of a record
+    a merge is about to change."""
+    out: dict[str, Any] = {}
+    for col in row.__table__.columns:
+        value = getattr(row, col.key)
+        if isinstance(value, datetime):
+            value = value.isoformat()
+        elif isinstance(value, StrEnum):
+            value = value.value
+        out[col.key] = value
+    return out

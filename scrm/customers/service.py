@@ -5,12 +5,12 @@ are one company."""
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import column, or_, select, table, update
 from sqlalchemy.orm import Session
 
+from scrm.audit import service as audit
 from scrm.audit.models import AuditEntry
 from scrm.audit.service import record as record_audit
 from scrm.customers.models import Contact, Customer, CustomerKind
@@ -148,15 +148,7 @@ FILLABLE = ("name", "company_key", "region", "industry")
 
 def snapshot(customer: Customer) -> dict[str, Any]:
     """Every column of ``customer`` as JSON values: what a merge's audit row keeps."""
-    out: dict[str, Any] = {}
-    for col in Customer.__table__.columns:
-        value = getattr(customer, col.key)
-        if isinstance(value, datetime):
-            value = value.isoformat()
-        elif isinstance(value, StrEnum):
-            value = value.value
-        out[col.key] = value
-    return out
+    return audit.snapshot(customer)
 
 
 def _repoint(session: Session, target: Any, merged_id: int, survivor_id: int) -> int:

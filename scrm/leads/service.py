@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import column, exists, or_, select, table, update
 from sqlalchemy.orm import Session
 
+from scrm.audit import service as audit
 from scrm.audit.service import record as record_audit
 from scrm.channels.models import Channel
 from scrm.customers import queries as customer_queries
@@ -362,15 +362,7 @@ def capture(
 
 def snapshot(lead: Lead) -> dict[str, Any]:
     """Every column of ``lead`` as JSON values: what a merge's audit row keeps."""
-    out: dict[str, Any] = {}
-    for col in Lead.__table__.columns:
-        value = getattr(lead, col.key)
-        if isinstance(value, datetime):
-            value = value.isoformat()
-        elif isinstance(value, StrEnum):
-            value = value.value
-        out[col.key] = value
-    return out
+    return audit.snapshot(lead)
 
 
 def _as_input(lead: Lead) -> LeadInput:
