@@ -5,8 +5,8 @@ How the page learns who the customer is: inside WeCom it registers the JS-SDK wi
 identity (``ww.register`` with ``getAgentConfigSignature``, the successor of ``wx.agentConfig``,
 doc 94313) and asks ``getCurExternalContact`` (doc 91799; entry ``single_chat_tools``), then opens
 ``/sidebar/?external_userid=…``. The signatures are computed here from the corp's and the app's
-jsapi_ticket (doc 90506), which WeCom lets a corp fetch only a few hundred times an hour, so they
-are cached with the access token. In the sandbox there is no WeCom client: the query parameter is
+jsapi_ticket (doc 90506), which the gateway fetches and caches with the access token (WeCom allows
+few fetches an hour). In the sandbox there is no WeCom client: the query parameter is
 typed or picked by hand, and the page says so. Either way the id only selects whom to show: a rep
 sees only people who are (or were) their friends, a manager their departments' reps' friends, an
 admin everyone (``directory.queries.visible_to``), exactly as on the console's friend page.
@@ -55,6 +55,7 @@ from scrm.web import console
 from scrm.web.auth import StaffInfo, current_staff, login_required
 from scrm.web.lead_form import bilingual_fix
 from scrm.web.runtime import runtime
+from scrm.wecom.gateway import JSAPI_TICKET_PATHS
 
 log = logging.getLogger(__name__)
 
@@ -71,15 +72,6 @@ FOLLOW_UP_KINDS = {
 NOT_YOUR_CUSTOMER = "该客户属于其他员工 / That customer belongs to a rep whose customers you cannot see."
 TIMELINE_LENGTH = 10
 SEARCH_LIMIT = 10
-# jsapi tickets live 7200 s (doc 90506); refresh a little early so a page never signs with one
-# that expires while it loads.
-TICKET_MARGIN_S = 300
-TICKET_PATHS = {
-    "corp": ("get_jsapi_ticket", {}),  # the corp's jsapi_ticket, for ww.register's config (doc 90506)
-    "agent": ("ticket/get", {"type": "agent_config"}),  # the app's, for agentConfig (doc 90506)
-}
-
-
 # --- the JS-SDK signature (doc 90506) ----------------------------------------------------------
 
 
@@ -91,24 +83,6 @@ def jsapi_signature(ticket: str, noncestr: str, timestamp: int | str, url: str) 
     return hashlib.sha1(plain.encode("utf-8")).hexdigest()  # noqa: S324 - WeCom's algorithm
 
 
-def jsapi_ticket(kind: str) -> str:
-    """The corp's (``corp``) or the app's (``agent``) jsapi_ticket, cached beside the access token
-    (WeCom allows few fetches an hour, doc 90506). Raises WeComError when WeCom refuses."""
-    gateway = runtime().ctx.gateway
-    path, params = TICKET_PATHS[kind]
-    key = f"scrm_jsapi_ticket_{kind}_{gateway.corp_id}_{gateway.agent_id}"
-    cached = gateway.token_store.get(key)
-    if cached:
-        return str(cached)
-    answer = gateway.read("get", path, params=dict(params))
-    ticket = str(answer.get("ticket") or "")
-    if not ticket:
-        raise WeComError(f"WeCom {path} answered without a ticket")
-    ttl = max(int(answer.get("expires_in") or 7200) - TICKET_MARGIN_S, 60)
-    gateway.token_store.set(key, ticket, ttl)
-    return ticket
-
-
 @bp.get("/jsapi-signature")
 @login_required
 def signature() -> tuple[Response, int]:
@@ -116,11 +90,11 @@ def signature() -> tuple[Response, int]:
     a message saying what to fix when WeCom gives no ticket."""
     kind = request.args.get("kind", "agent")
     url = request.args.get("url", "")
-    if kind not in TICKET_PATHS or not url.startswith(("http://", "https://")):
+    if kind not in JSAPI_TICKET_PATHS or not url.startswith(("http://", "https://")):
         body = {"error": "kind must be corp or agent, and url the page's full http(s) address"}
         return jsonify(body), 400
     try:
-        ticket = jsapi_ticket(kind)
+        ticket = runtime().ctx.gateway.jsapi_ticket(kind)
     except WeComError as exc:
         log.warning("no %s jsapi_ticket from WeCom: %s", kind, exc.message)
         message = (

@@ -52,6 +52,15 @@ RATE_LIMITED = 45009
 # hour (REFERENCE §4, 40001), so calls fail locally for a while instead of asking again.
 GETTOKEN_REFUSED = frozenset({40001, 40013})
 GETTOKEN_PAUSE_S = 30.0
+# The JS-SDK's tickets (doc 90506): the corp's, for ww.register's config, and the app's, for
+# agentConfig. They live 7200 s and WeCom allows few fetches an hour, so they are cached beside
+# the access token and refreshed a little early (a page never signs with one that expires while
+# it loads).
+JSAPI_TICKET_PATHS: dict[str, tuple[str, dict[str, str]]] = {
+    "corp": ("get_jsapi_ticket", {}),
+    "agent": ("ticket/get", {"type": "agent_config"}),
+}
+JSAPI_TICKET_MARGIN_S = 300
 
 __all__ = ["REAL_WECOM_API_BASE", "MemoryTokenStore", "TokenStore", "WeComGateway", "translate"]
 
@@ -332,6 +341,22 @@ class WeComGateway:
 
     def get_external_contact(self, external_userid: str) -> dict[str, Any]:
         return self.read("get", "externalcontact/get", params={"external_userid": external_userid})
+
+    def jsapi_ticket(self, kind: str) -> str:
+        """The corp's (``corp``) or the app's (``agent``) jsapi_ticket, cached in the token
+        store (doc 90506). Raises WeComError when WeCom refuses or answers without one."""
+        path, params = JSAPI_TICKET_PATHS[kind]
+        key = f"scrm_jsapi_ticket_{kind}_{self.corp_id}_{self.agent_id}"
+        cached = self.token_store.get(key)
+        if cached:
+            return str(cached)
+        answer = self.read("get", path, params=dict(params))
+        ticket = str(answer.get("ticket") or "")
+        if not ticket:
+            raise WeComError(f"WeCom {path} answered without a ticket")
+        ttl = max(int(answer.get("expires_in") or 7200) - JSAPI_TICKET_MARGIN_S, 60)
+        self.token_store.set(key, ticket, ttl)
+        return ticket
 
     def get_user(self, userid: str) -> dict[str, Any]:
         return self.read("get", "user/get", params={"userid": userid})
