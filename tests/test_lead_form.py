@@ -34,12 +34,12 @@ def client(app: Flask) -> FlaskClient:
 
 @pytest.fixture
 def overrides(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """Settings the form reads, set per test (config/ does not name them yet)."""
+    """Settings the form reads, set per test."""
     values: dict[str, Any] = {}
     real = lead_form._setting
 
-    def fake(name: str, default: Any) -> Any:
-        return values[name] if name in values else real(name, default)
+    def fake(name: str) -> Any:
+        return values[name] if name in values else real(name)
 
     monkeypatch.setattr(lead_form, "_setting", fake)
     return values

@@ -69,6 +69,7 @@ from scrm.web.console_leads import (
     send_export,
     timeline_rows,
 )
+from scrm.web.runtime import runtime
 
 bp = Blueprint("customers_console", __name__, url_prefix="/console")
 console.attach(bp)  # CSRF, the WeCom banner, base.html's globals
@@ -526,15 +527,8 @@ def customer_duplicates_merge() -> Response:
 
 def _import_dir() -> Path:
     """Where uploads wait for their import (and a background import reads them)."""
-    settings = runtime_settings()
-    configured = getattr(settings, "import_dir", None)
+    configured = runtime().ctx.settings.import_dir
     return Path(configured) if configured else Path(tempfile.gettempdir()) / "scrm-imports"
-
-
-def runtime_settings() -> Any:
-    from scrm.web.runtime import runtime
-
-    return runtime().ctx.settings
 
 
 def _uploads() -> dict[str, str]:

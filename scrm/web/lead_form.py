@@ -53,8 +53,6 @@ bp = Blueprint("lead_form", __name__, url_prefix="/forms")
 
 SOURCE = "web_form"
 HONEYPOT = "website"
-DEFAULT_FIELDS = ("name", "phone", "email", "company", "title", "notes")
-DEFAULT_RATE_LIMIT = 5  # posts per IP per window
 RATE_WINDOW_S = 60.0
 LIMITER_KEY = "scrm.lead_form_limiter"
 # Fields a form may offer (config/: lead_form_fields), with their labels and input types.
@@ -71,15 +69,16 @@ FIELD_LABELS: dict[str, tuple[str, str]] = {
 THANKS = "感谢您的留言，我们会尽快联系您。 Thank you — we will be in touch soon."
 
 
-# --- settings (config/ owns them; these defaults hold until it names them) ---------------------
+# --- settings (config/: SCRM_LEAD_FORM_*, SCRM_TRUST_FORWARDED_FOR) ------------------------------
 
 
-def _setting(name: str, default: Any) -> Any:
-    return getattr(runtime().ctx.settings, name, default)
+def _setting(name: str) -> Any:
+    """One of the form's settings (a seam the tests override per test)."""
+    return getattr(runtime().ctx.settings, name)
 
 
 def form_fields() -> tuple[str, ...]:
-    configured = _setting("lead_form_fields", DEFAULT_FIELDS) or DEFAULT_FIELDS
+    configured = _setting("lead_form_fields")
     fields = tuple(f for f in configured if f in FIELD_LABELS)
     # The form needs a name and a way to reach the person, whatever the setting says.
     for required in ("name", "phone", "email"):
@@ -123,7 +122,7 @@ class RateLimiter:
 def _limiter() -> RateLimiter:
     limiter: RateLimiter | None = current_app.extensions.get(LIMITER_KEY)
     if limiter is None:
-        limit = int(_setting("lead_form_rate_limit", DEFAULT_RATE_LIMIT))
+        limit = int(_setting("lead_form_rate_limit"))
         limiter = current_app.extensions.setdefault(LIMITER_KEY, RateLimiter(limit))
     return limiter
 
@@ -131,7 +130,7 @@ def _limiter() -> RateLimiter:
 def client_ip() -> str:
     """The poster's address: the socket's peer, or the last X-Forwarded-For entry when a proxy we
     run sets it (``trust_forwarded_for``; see the module docstring)."""
-    if _setting("trust_forwarded_for", False):
+    if _setting("trust_forwarded_for"):
         forwarded = [part.strip() for part in request.headers.get("X-Forwarded-For", "").split(",")]
         forwarded = [part for part in forwarded if part]
         if forwarded:
@@ -197,7 +196,7 @@ def _values(body: Mapping[str, Any]) -> dict[str, str]:
 
 def _allowed_origin() -> str | None:
     origin = request.headers.get("Origin", "")
-    allowed = tuple(_setting("lead_form_cors_origins", ()) or ())
+    allowed = tuple(_setting("lead_form_cors_origins"))
     return origin if origin and origin in allowed else None
 
 
