@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 from sqlalchemy import Engine, Table, func, insert, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -410,58 +410,6 @@ class ImportReport:
 Progress = Callable[[ImportReport], None]
 
 
-class Index(Protocol):
-    """What an import needs of the in-memory matcher (scrm.leads.dedupe.DedupeIndex)."""
-
-    def add(self, lead_id: int, keys: Keys) -> None: ...
-
-    def match(self, keys: Keys, limit: int = 5) -> list[Match]: ...
-
-
-class ExactKeyIndex:
-    """Exact keys (phone, email, unionid) in dicts: the matcher used until
-    ``scrm.leads.dedupe.DedupeIndex`` (exact and fuzzy) is there."""
-
-    RULES = ("phone_e164", "email", "unionid")
-
-    def __init__(self) -> None:
-        self.by_key: dict[str, dict[str, int]] = {rule: {} for rule in self.RULES}
-
-    @classmethod
-    def load(cls, session: Session) -> ExactKeyIndex:
-        index = cls()
-        query = select(Lead.id, Lead.phone_e164, Lead.email, Lead.unionid).where(
-            Lead.merged_into_id.is_(None)
-        )
-        for lead_id, phone, email, unionid in session.execute(query.order_by(Lead.id)):
-            index.add(lead_id, Keys(phone, email, unionid, "", ""))
-        return index
-
-    def add(self, lead_id: int, keys: Keys) -> None:
-        for rule in self.RULES:
-            value = getattr(keys, rule)
-            if value:
-                self.by_key[rule].setdefault(value, lead_id)
-
-    def match(self, keys: Keys, limit: int = 5) -> list[Match]:
-        found: list[Match] = []
-        for rule in self.RULES:
-            value = getattr(keys, rule)
-            lead_id = self.by_key[rule].get(value) if value else None
-            if lead_id is not None and all(m.lead_id != lead_id for m in found):
-                label = "phone" if rule == "phone_e164" else rule
-                found.append(Match(lead_id, label, 1.0, f"same {label}", True))
-        return found[:limit]
-
-
-def load_index(session: Session) -> Index:
-    """The bulk matcher over every live lead: dedupe's DedupeIndex when it exists."""
-    real = getattr(dedupe, "DedupeIndex", None)
-    if real is not None:
-        return real.load(session)  # type: ignore[no-any-return]
-    return ExactKeyIndex.load(session)
-
-
 def run_import(
     factory: sessionmaker[Session],
     import_id: int,
@@ -621,7 +569,7 @@ class _Importer:
         self.chunk_rows, self.progress, self.write = max(chunk_rows, 1), progress, write
         self.mode = OnDuplicate(job.on_duplicate)
         self.rows = _Rows(sheet, resolve_column_map(sheet.headers, job.column_map))
-        self.index = load_index(session)
+        self.index = dedupe.DedupeIndex.load(session)
         # (source, external_ref) → index id: the pair is unique among leads, so a known pair is
         # the same record imported again.
         self.refs: dict[tuple[str, str], int] = {
