@@ -7,9 +7,15 @@ An import validates every row with the one lead validation (``parse_lead``); a b
 (its row number as in the file, the column, the reason) and skipped. Good rows are deduped in
 memory against the live leads and against the earlier rows of the same file, then merged into the
 lead they duplicate, flagged as its likely duplicate, or skipped (``on_duplicate``). Every lead of
-one import is written in ONE transaction, in chunks (``add_all`` + flush; SQLAlchemy batches the
-INSERTs), together with the import's final counts and its audit row: a crash leaves none of its
-leads behind, and the import is marked failed with the reason.
+one import is written in ONE transaction, in chunks (ids taken up front; one executemany per chunk
+on SQLite, psycopg's COPY on PostgreSQL: ``insert_leads``), together with the import's final
+counts and its audit row: a crash leaves none of its leads behind, and the import is marked
+failed with the reason.
+
+``run_import`` opens its own units of work (claim, the import, the outcome) rather than taking
+the edge's session, unlike the services: an import is a long job whose claim and failure must
+commit apart from its leads, and its three callers (the CLI, the console for small files, the
+imports tick) would each repeat that sequence.
 
 Progress: on PostgreSQL each chunk's progress is written to the import's row from a separate
 connection in its own short transaction (read committed: the console sees it while the import's
