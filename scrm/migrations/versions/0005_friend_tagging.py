@@ -1,16 +1,16 @@
-"""bot commands: the passive reply to each rep message, kept for WeCom's retries
+"""friend tagging: manual tag removals that rules respect
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-08 00:30:00
-"""
+"""friend tagging: manual tag removals that rules respect
 
 import sqlalchemy as sa  # noqa: F401
 from alembic import op  # noqa: F401
 
 
-revision = "0007"
-down_revision = "0006"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
-"""chat archive: messages stored once by msgid, per-friendship chat signals
+"""bot commands: the passive reply to each rep message, kept for WeCom's retries
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-08 00:30:00
 """
 
@@ -9,8 +9,8 @@ import sqlalchemy as sa  # noqa: F401
 from alembic import op  # noqa: F401
 
 
-revision = "0005"
-down_revision = "0004"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
-"""auto-tagging rules, their hits, and manual removals that beat them
+"""customer groups: local tags on groups, joins over time
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-12-08 00:30:00
 """
 
@@ -9,8 +9,8 @@ import sqlalchemy as sa  # noqa: F401
 from alembic import op  # noqa: F401
 
 
-revision = "0006"
-down_revision = "0005"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 

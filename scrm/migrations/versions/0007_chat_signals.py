@@ -1,16 +1,16 @@
-"""customer groups: local tags on groups, joins over time
+"""chat signals per friendship: last customer and rep messages, waiting since, response times
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-08 00:30:00
-"""
+"""chat signals per friendship: last customer and rep messages, waiting since, response times
 
 import sqlalchemy as sa  # noqa: F401
 from alembic import op  # noqa: F401
 
 
-revision = "0008"
-down_revision = "0007"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,25 @@
+"""auto-tagging rules, their hits, and manual removals that beat them
+
+Revision ID: 0008
+Revises: 0007
+Create Date: 2026-12-08 00:30:00
+"""
+
+import sqlalchemy as sa  # noqa: F401
+from alembic import op  # noqa: F401
+
+
+revision = "0008"
+down_revision = "0007"
+branch_labels = None
+depends_on = None
+
+Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
