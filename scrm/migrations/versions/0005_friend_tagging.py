@@ -3,7 +3,7 @@
 Revision ID: 0005
 Revises: 0004
 Create Date: 2026-12-08 00:30:00
-"""friend tagging: manual tag removals that rules respect
+"""
 
 import sqlalchemy as sa  # noqa: F401
 from alembic import op  # noqa: F401

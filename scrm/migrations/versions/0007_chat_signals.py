@@ -3,7 +3,7 @@
 Revision ID: 0007
 Revises: 0006
 Create Date: 2026-12-08 00:30:00
-"""chat signals per friendship: last customer and rep messages, waiting since, response times
+"""
 
 import sqlalchemy as sa  # noqa: F401
 from alembic import op  # noqa: F401
