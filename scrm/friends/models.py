@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import ForeignKey, String, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from scrm.channels.models import Channel
@@ -44,7 +44,7 @@ class Friendship(Base):
     # When the event that set ``status`` happened (WeCom's CreateTime), and its inbox row: of
     # two events in the same second, the one WeCom sent later (the higher inbox id) wins.
     status_at: Mapped[datetime] = mapped_column(default=utcnow)
-    status_event_id: Mapped[int | None] = mapped_column()
+    status_event_id: Mapped[int | None] = mapped_column(BigInteger)  # an inbox id (BIGINT)
     add_way: Mapped[int] = mapped_column(default=0)
     state: Mapped[str] = mapped_column(String(64), default="", index=True)
     channel_id: Mapped[int | None] = mapped_column(ForeignKey("channels.id"), index=True)
