@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from scrm.audit.models import AuditEntry
 from scrm.channels.models import Channel, ChannelStatus
+from scrm.chat.models import ChatAction, ChatCursor, ChatDirection, ChatMessage
 from scrm.customers.models import Contact, Customer, CustomerKind
 from scrm.db import Base
 from scrm.directory.models import ApiKey, Department, Staff, StaffRole
@@ -30,7 +31,7 @@ from scrm.leads.models import (
 )
 from scrm.outbox.models import OutboxCommand, OutboxStatus
 from scrm.people.models import ExternalContact
-from scrm.tags.models import FriendshipTag, Tag, TagGroup, TagSource
+from scrm.tags.models import FriendshipTag, FriendshipTagRemoval, Tag, TagGroup, TagSource
 from scrm.timeline.models import Activity, ActivityKind
 from scrm.wecom.models import WeComProblem, WeComToken
 
@@ -51,6 +52,10 @@ __all__ = [
     "PoolRule",
     "ActivityKind",
     "ChannelStatus",
+    "ChatAction",
+    "ChatCursor",
+    "ChatDirection",
+    "ChatMessage",
     "CustomerKind",
     "FriendshipStatus",
     "GroupMemberType",
@@ -71,6 +76,7 @@ __all__ = [
     "ExternalContact",
     "Friendship",
     "FriendshipTag",
+    "FriendshipTagRemoval",
     "InboxEvent",
     "Lead",
     "OutboxCommand",

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, ForeignKey, String
+from sqlalchemy import BigInteger, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from scrm.db import Base, Id, StrEnumType
@@ -49,7 +49,24 @@ class Tag(Base):
 
 class FriendshipTag(Base):
     __tablename__ = "friendship_tags"
+    # Friends by tag (the list filters, rules): the key leads with friendship_id, so this index
+    # serves "which friendships carry tag X" without a scan (an index-only scan on PostgreSQL).
+    __table_args__ = (Index("ix_friendship_tags_tag_id_friendship_id", "tag_id", "friendship_id"),)
     friendship_id: Mapped[int] = mapped_column(ForeignKey("friendships.id"), primary_key=True)
     tag_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     source: Mapped[TagSource] = mapped_column(StrEnumType(TagSource), default=TagSource.WECOM)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class FriendshipTagRemoval(Base):
+    """A person took this tag off this friendship (console, sidebar, API, or the rep in the WeCom
+    client, seen through edit_external_contact). Auto-tagging rules do not put it back; adding
+    the tag again by hand deletes the row."""
+
+    __tablename__ = "friendship_tag_removals"
+    __table_args__ = (UniqueConstraint("friendship_id", "tag_id"),)
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    friendship_id: Mapped[int] = mapped_column(ForeignKey("friendships.id"))
+    tag_id: Mapped[str] = mapped_column(String(64), index=True)
+    removed_by: Mapped[str] = mapped_column(String(64), default="")  # a userid, or "wecom:<userid>"
+    removed_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,13 +1,12 @@
-"""friend tagging: manual tag removals that rules respect
+"""friend tagging: manual tag removals that rules respect, and friends found by tag
 
 Revision ID: 0005
 Revises: 0004
 Create Date: 2026-12-08 00:30:00
 """
 
-import sqlalchemy as sa  # noqa: F401
-from alembic import op  # noqa: F401
-
+import sqlalchemy as sa
+from alembic import op
 
 revision = "0005"
 down_revision = "0004"
@@ -18,8 +17,35 @@ Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def upgrade() -> None:
-    pass
+    op.create_table(
+        "friendship_tag_removals",
+        sa.Column("id", Id, nullable=False),
+        sa.Column("friendship_id", Id, nullable=False),
+        sa.Column("tag_id", sa.String(length=64), nullable=False),
+        sa.Column("removed_by", sa.String(length=64), nullable=False),
+        sa.Column("removed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["friendship_id"],
+            ["friendships.id"],
+            name=op.f("fk_friendship_tag_removals_friendship_id_friendships"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_friendship_tag_removals")),
+        sa.UniqueConstraint(
+            "friendship_id", "tag_id", name=op.f("uq_friendship_tag_removals_friendship_id_tag_id")
+        ),
+    )
+    op.create_index(
+        op.f("ix_friendship_tag_removals_tag_id"), "friendship_tag_removals", ["tag_id"], unique=False
+    )
+    op.create_index(
+        "ix_friendship_tags_tag_id_friendship_id",
+        "friendship_tags",
+        ["tag_id", "friendship_id"],
+        unique=False,
+    )
 
 
 def downgrade() -> None:
-    pass
+    op.drop_index("ix_friendship_tags_tag_id_friendship_id", table_name="friendship_tags")
+    op.drop_index(op.f("ix_friendship_tag_removals_tag_id"), table_name="friendship_tag_removals")
+    op.drop_table("friendship_tag_removals")
