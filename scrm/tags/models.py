@@ -22,6 +22,21 @@ class TagSource(StrEnum):
     RULE = "rule"
 
 
+class TagSyncState(StrEnum):
+    """Where a group or tag stands with WeCom. A change made in scrm is PENDING until the outbox
+    has sent it (add/edit/del_corp_tag), then SYNCED; FAILED when WeCom refused it for good (the
+    console shows it). Mirrored rows and local ones are SYNCED."""
+
+    SYNCED = "synced"
+    PENDING = "pending"
+    FAILED = "failed"
+
+
+# Ids scrm makes up; WeCom's start with "et" (REFERENCE §3.3), so these never collide.
+LOCAL_PREFIX = "local-"  # a local group or tag: lives only in scrm, never sent to WeCom
+PROVISIONAL_PREFIX = "pending-"  # a corp group or tag created in scrm, before WeCom's id comes back
+
+
 class TagGroup(Base):
     __tablename__ = "tag_groups"
     id: Mapped[int] = mapped_column(Id, primary_key=True)
@@ -30,6 +45,12 @@ class TagGroup(Base):
     order: Mapped[int] = mapped_column(BigInteger, default=0)
     is_deleted: Mapped[bool] = mapped_column(default=False)
     synced_at: Mapped[datetime] = mapped_column(default=utcnow)
+    is_local: Mapped[bool] = mapped_column(default=False)
+    sync_state: Mapped[TagSyncState] = mapped_column(
+        StrEnumType(TagSyncState), default=TagSyncState.SYNCED
+    )
+    sync_error: Mapped[str] = mapped_column(String(500), default="")
+    wecom_created_at: Mapped[datetime | None] = mapped_column(default=None)  # create_time
     tags: Mapped[list[Tag]] = relationship(back_populates="group")
 
 
@@ -44,6 +65,12 @@ class Tag(Base):
     order: Mapped[int] = mapped_column(BigInteger, default=0)
     is_deleted: Mapped[bool] = mapped_column(default=False)
     synced_at: Mapped[datetime] = mapped_column(default=utcnow)
+    is_local: Mapped[bool] = mapped_column(default=False)
+    sync_state: Mapped[TagSyncState] = mapped_column(
+        StrEnumType(TagSyncState), default=TagSyncState.SYNCED
+    )
+    sync_error: Mapped[str] = mapped_column(String(500), default="")
+    wecom_created_at: Mapped[datetime | None] = mapped_column(default=None)  # create_time
     group: Mapped[TagGroup | None] = relationship(back_populates="tags")
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from scrm.tags.models import FriendshipTagRemoval, Tag, TagGroup
+from scrm.tags.models import LOCAL_PREFIX, PROVISIONAL_PREFIX, FriendshipTagRemoval, Tag, TagGroup
 
 
 def names(session: Session, tag_ids: list[str]) -> dict[str, str]:
@@ -27,6 +28,42 @@ def library(session: Session) -> list[TagGroup]:
             .order_by(TagGroup.order, TagGroup.id)
         )
     )
+
+
+TagKind = Literal["corp", "local", "pending", "deleted"]
+
+
+def kinds_of(session: Session, tag_ids: Iterable[str]) -> dict[str, TagKind]:
+    """What each known tag id is, for deciding what may go to WeCom (mark_tag takes corp tags only):
+
+    - ``"corp"``: a live corp tag WeCom knows by this id: friends can be tagged with it, and
+      mark_tag sends it;
+    - ``"local"``: a live local tag (``local-…`` id): lives only in scrm, never sent to WeCom;
+    - ``"pending"``: created in scrm, WeCom has not confirmed it yet (add_corp_tag queued, or
+      failed): its ``pending-…`` id is provisional, so it cannot be put on a friend yet;
+    - ``"deleted"``: deleted in WeCom or scrm (or its del_corp_tag is queued), or its group is.
+
+    Ids not in the library are left out of the answer (a caller may pull the library and ask
+    again)."""
+    ids = sorted(set(tag_ids))
+    if not ids:
+        return {}
+    out: dict[str, TagKind] = {}
+    rows = session.execute(
+        select(Tag.tag_id, Tag.is_deleted, Tag.is_local, TagGroup.is_deleted)
+        .join(TagGroup, Tag.tag_group_id == TagGroup.id, isouter=True)
+        .where(Tag.tag_id.in_(ids))
+    )
+    for tag_id, is_deleted, is_local, group_deleted in rows:
+        if is_deleted or group_deleted:
+            out[tag_id] = "deleted"
+        elif is_local or tag_id.startswith(LOCAL_PREFIX):
+            out[tag_id] = "local"
+        elif tag_id.startswith(PROVISIONAL_PREFIX):
+            out[tag_id] = "pending"
+        else:
+            out[tag_id] = "corp"
+    return out
 
 
 def removed_by_hand(
@@ -58,3 +95,9 @@ def removed_by_hand(
 
 
 _CHUNK = 500
+
+
+def corp_tag_ids(session: Session, tag_ids: list[str]) -> list[str]:
+    """The ids among ``tag_ids`` that are live corp tags (``kinds_of`` says "corp"), in order."""
+    kinds = kinds_of(session, tag_ids)
+    return [t for t in dict.fromkeys(tag_ids) if kinds.get(t) == "corp"]
