@@ -12,7 +12,10 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 SANDBOX_API_PATH = "/sandbox/cgi-bin/"
 REAL_WECOM_API_BASE = "https://qyapi.weixin.qq.com/cgi-bin/"
@@ -65,6 +68,17 @@ class Settings:
     # Where console uploads wait for their import (the scheduler's background imports read them
     # there, so web and scheduler must share it); "" = the system temp folder.
     import_dir: str = ""
+    # Working hours (scrm.timeutil.WorkingHours): rep response times and nudges count only these.
+    work_tz: str = "Asia/Shanghai"
+    work_open_minute: int = 9 * 60
+    work_close_minute: int = 18 * 60
+    work_weekdays: frozenset[int] = frozenset({1, 2, 3, 4, 5})
+    work_holidays: frozenset[date] = frozenset()
+    work_extra_days: frozenset[date] = frozenset()  # weekends worked instead (调休)
+    # The corp tag quota (企业客户标签上限): scrm refuses a new corp tag beyond it and suggests a
+    # local tag. WeCom's 40126 says 3000 (2023 error table); a newer page says 10000 —
+    # UNCONFIRMED which applies now (REFERENCE §3.3), so it is a setting (SCRM_CORP_TAG_QUOTA).
+    corp_tag_quota: int = 3000
 
     @property
     def is_sqlite(self) -> bool:
@@ -247,7 +261,81 @@ def load_settings(
         lead_form_cors_origins=tuple(o.rstrip("/") for o in _csv(env, "SCRM_LEAD_FORM_CORS_ORIGINS", "")),
         trust_forwarded_for=_flag(env, "SCRM_TRUST_FORWARDED_FOR"),
         import_dir=env.get("SCRM_IMPORT_DIR", ""),
+        corp_tag_quota=_int(env, "SCRM_CORP_TAG_QUOTA", 3000, minimum=1),
+        **_working_hours(env),
     )
+
+
+def _working_hours(env: Mapping[str, str]) -> dict[str, Any]:
+    """SCRM_WORK_TZ, SCRM_WORK_HOURS ("09:00-18:00"), SCRM_WORK_DAYS ("1-5": ISO weekdays,
+    1 = Monday), SCRM_HOLIDAYS and SCRM_WORKDAYS (comma-separated ISO dates; 调休 weekends go in
+    SCRM_WORKDAYS)."""
+    tz = env.get("SCRM_WORK_TZ", "").strip() or "Asia/Shanghai"
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(
+            f"SCRM_WORK_TZ must be an IANA time zone such as Asia/Shanghai, got {tz!r}"
+        ) from None
+    hours = env.get("SCRM_WORK_HOURS", "").strip() or "09:00-18:00"
+    match = _HOURS_RE.match(hours)
+    opens = closes = -1
+    if match:
+        opens = int(match[1]) * 60 + int(match[2])
+        closes = int(match[3]) * 60 + int(match[4])
+    if not match or int(match[2]) > 59 or int(match[4]) > 59 or not 0 <= opens < closes <= 24 * 60:
+        raise SettingsError(
+            f"SCRM_WORK_HOURS must be HH:MM-HH:MM with the start before the end, such as 09:00-18:00, "
+            f"got {hours!r}"
+        )
+    days = env.get("SCRM_WORK_DAYS", "").strip() or "1-5"
+    weekdays: set[int] = set()
+    for part in days.split(","):
+        bounds = part.strip().split("-")
+        if not all(b.strip().isdigit() for b in bounds) or len(bounds) > 2:
+            weekdays = set()
+            break
+        lo, hi = int(bounds[0]), int(bounds[-1])
+        if not 1 <= lo <= hi <= 7:
+            weekdays = set()
+            break
+        weekdays.update(range(lo, hi + 1))
+    if not weekdays:
+        raise SettingsError(
+            f"SCRM_WORK_DAYS must list ISO weekdays 1 (Monday) to 7 (Sunday) as ranges or numbers, "
+            f"such as 1-5 or 1-5,7, got {days!r}"
+        )
+    holidays = _dates(env, "SCRM_HOLIDAYS")
+    workdays = _dates(env, "SCRM_WORKDAYS")
+    both = sorted(holidays & workdays)
+    if both:
+        raise SettingsError(
+            f"SCRM_HOLIDAYS and SCRM_WORKDAYS both list {both[0].isoformat()}: a day is a holiday or a "
+            "working day, not both"
+        )
+    return {
+        "work_tz": tz,
+        "work_open_minute": opens,
+        "work_close_minute": closes,
+        "work_weekdays": frozenset(weekdays),
+        "work_holidays": holidays,
+        "work_extra_days": workdays,
+    }
+
+
+_HOURS_RE = re.compile(r"^(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})$")
+
+
+def _dates(env: Mapping[str, str], name: str) -> frozenset[date]:
+    found: set[date] = set()
+    for part in _csv(env, name, ""):
+        try:
+            found.add(date.fromisoformat(part))
+        except ValueError:
+            raise SettingsError(
+                f"{name} must be comma-separated dates such as 2026-10-01,2026-10-02, got {part!r}"
+            ) from None
+    return frozenset(found)
 
 
 def _csv(env: Mapping[str, str], name: str, default: str) -> tuple[str, ...]:

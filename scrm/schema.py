@@ -7,6 +7,7 @@ from __future__ import annotations
 from scrm.audit.models import AuditEntry
 from scrm.channels.models import Channel, ChannelStatus
 from scrm.chat.models import ChatAction, ChatCursor, ChatDirection, ChatMessage
+from scrm.chat.signals import ChatSignal
 from scrm.customers.models import Contact, Customer, CustomerKind
 from scrm.db import Base
 from scrm.directory.models import ApiKey, Department, Staff, StaffRole
@@ -52,6 +53,7 @@ __all__ = [
     "PoolRule",
     "ActivityKind",
     "ChannelStatus",
+    "ChatSignal",
     "ChatAction",
     "ChatCursor",
     "ChatDirection",
