@@ -170,6 +170,11 @@ def _fold(
     # SQLite hands datetimes back naive (UTC): make them comparable with the messages'.
     last_customer, last_rep, waiting = _utc(last_customer), _utc(last_rep), _utc(waiting)
     answered_start, answered_at = _utc(answered_start), _utc(answered_at)
+    if waiting is not None:
+        # An open wait is a customer message at ``waiting`` with no reply after it: replayed with
+        # the batch, an older exchange in a late batch answers only what it answered then.
+        messages.insert(0, (waiting, False))
+        waiting = None
     messages.sort(key=itemgetter(0))  # stable: same-second messages keep the ingest's order
     for sent_at, is_rep in messages:
         if is_rep:
