@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 
 from handlers import register
 from scrm.groups import service as groups
+from scrm.tagrules import service as tagrules
 from scrm.timeutil import from_unix
 from scrm.wecom.gateway import WeComGateway
 from scrm.wecom.parse import Envelope
@@ -37,6 +38,9 @@ def on_update(session: Session, envelope: Envelope, detail: dict[str, Any], _: i
             scene,
             from_unix(envelope.create_time),
         )
+        if change == "add_member":  # members who are friends of our reps: group_join rules
+            members = envelope.items.get("MemChangeList", [])
+            tagrules.on_group_join(session, group.chat_id, members, from_unix(envelope.create_time))
 
 
 @register("event", "change_external_chat", "dismiss")

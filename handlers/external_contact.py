@@ -11,6 +11,7 @@ from handlers import Apply, register
 from scrm.channels import service as channels
 from scrm.errors import WeComError
 from scrm.friends import service as friends
+from scrm.tagrules import service as tagrules
 from scrm.timeutil import from_unix, utcnow
 from scrm.wecom.gateway import WeComGateway
 from scrm.wecom.parse import Envelope
@@ -67,7 +68,10 @@ def _added(is_half: bool) -> Apply:
             occurred_at=from_unix(envelope.create_time),
             inbox_id=inbox_id,
         )
-        friends.record_add(session, event, detail)
+        friendship = friends.record_add(session, event, detail)
+        # After the add and its channel tags; a replay finds the rules' tags (or their manual
+        # removal) and changes nothing.
+        tagrules.on_friend_added(session, friendship, event.occurred_at)
 
     return apply
 

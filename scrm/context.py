@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from config import Settings
 from scrm import schema  # noqa: F401 - every table known before the first flush
 from scrm.db import make_engine, make_session_factory
+from scrm.tagrules import service as tagrules
 from scrm.wecom.gateway import TokenStore, WeComGateway
 from scrm.wecom.health import Health
 
@@ -26,6 +27,7 @@ class Context:
 
     @classmethod
     def build(cls, settings: Settings) -> Context:
+        tagrules.install()  # lead status and grade changes fire auto-tagging rules
         engine = make_engine(settings.database_url)
         factory = make_session_factory(engine)
         gateway = WeComGateway.from_settings(

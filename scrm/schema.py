@@ -32,6 +32,7 @@ from scrm.leads.models import (
 )
 from scrm.outbox.models import OutboxCommand, OutboxStatus
 from scrm.people.models import ExternalContact
+from scrm.tagrules.models import MatchMode, RuleTrigger, TagRule, TagRuleHit
 from scrm.tags.models import FriendshipTag, FriendshipTagRemoval, Tag, TagGroup, TagSource
 from scrm.timeline.models import Activity, ActivityKind
 from scrm.wecom.models import WeComProblem, WeComToken
@@ -85,6 +86,10 @@ __all__ = [
     "Staff",
     "Tag",
     "TagGroup",
+    "TagRule",
+    "TagRuleHit",
+    "MatchMode",
+    "RuleTrigger",
     "WeComProblem",
     "WeComToken",
 ]

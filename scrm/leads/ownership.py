@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from scrm.customers.models import Customer
+from scrm.leads import hooks
 from scrm.leads.models import Lead, LeadStatus, OwnershipChange, OwnershipReason
 from scrm.timeutil import SHANGHAI, utcnow
 
@@ -43,6 +44,7 @@ def change_owner(
     row.owner_userid = to_userid
     row.recycle_warned_at = None
     row.assigned_at = now if to_userid is not None else None
+    status_before = row.status if isinstance(row, Lead) else None
     if isinstance(row, Lead):
         if to_userid is None and row.status is LeadStatus.ASSIGNED:
             row.status = LeadStatus.NEW
@@ -51,6 +53,8 @@ def change_owner(
     else:
         row.updated_at = now
     session.flush()
+    if isinstance(row, Lead) and row.status is not status_before:
+        hooks.lead_changed(session, row)
     return change
 
 

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import column, exists, or_, select, table, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from scrm.audit import service as audit
 from scrm.audit.service import record as record_audit
@@ -19,6 +19,7 @@ from scrm.customers import queries as customer_queries
 from scrm.customers import service as customers
 from scrm.customers.models import Contact, Customer, CustomerKind
 from scrm.errors import Conflict, InvalidInput, NotFound
+from scrm.leads import hooks
 from scrm.leads.assignment import assign_new_lead
 from scrm.leads.dedupe import Keys, Match, find_company_matches, find_matches
 from scrm.leads.fields import LeadInput
@@ -67,10 +68,13 @@ def new_lead_from_add(
 
 def friend_found(lead: Lead, *, unionid: str | None) -> None:
     """A known lead became a friend: it has been contacted, and now has a WeChat identity."""
-    if lead.status is LeadStatus.NEW:
-        lead.status = LeadStatus.CONTACTED
     if not lead.unionid and unionid:
         lead.unionid = unionid
+    if lead.status is LeadStatus.NEW:
+        lead.status = LeadStatus.CONTACTED
+        session = object_session(lead)
+        if session is not None:
+            hooks.lead_changed(session, lead)
 
 
 def build_lead(data: LeadInput, **extra: Any) -> Lead:
@@ -247,6 +251,9 @@ def score_of(lead: Lead, engagement: Engagement) -> tuple[int, LeadGrade]:
 def rescore(session: Session, lead: Lead) -> int:
     """Recompute and store ``lead``'s score and grade (on capture, merge, follow-up)."""
     lead.score, lead.grade = score_of(lead, engagement_of(session, lead))
+    # Always announced: a rescore follows changes made elsewhere too (a follow-up moves a lead to
+    # contacted, then rescores it), and listeners act on the lead's state, not on a difference.
+    hooks.lead_changed(session, lead)
     return lead.score
 
 
@@ -560,6 +567,7 @@ def set_status(
         data={"from": str(before), "to": str(target)},
     )
     session.flush()
+    hooks.lead_changed(session, lead)
     return lead
 
 
@@ -642,4 +650,5 @@ def convert(
         data={"contact_id": contact.id},
     )
     session.flush()
+    hooks.lead_changed(session, lead)
     return customer, contact
