@@ -38,6 +38,7 @@ from spectree.models import SecureType
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from scrm.chat import queries as chat_queries
 from scrm.db import read, transaction
 from scrm.directory import queries as directory_queries
 from scrm.directory import service as directory
@@ -133,7 +134,10 @@ def _require_visible(visible: frozenset[str] | None, key: ApiKey, userid: str | 
     query=FriendsQuery, resp=Resp(HTTP_200=FriendPage, **ERRORS), tags=["friends"], security=BEARER
 )
 def list_friends(query: FriendsQuery) -> FriendPage:
-    """List friendships (rep ↔ customer) the key may see, newest add first.
+    """List friendships (rep ↔ customer) the key may see, newest add first, with their chat signals.
+
+    ``silent_days=N`` keeps friends with no message either way for N days, ``waiting=true`` those
+    waiting for our reply; ``sort`` orders by add, last contact or longest wait.
 
     A rep key sees its own friends, a manager key its departments' reps', an admin key all.
     """
@@ -146,10 +150,18 @@ def list_friends(query: FriendsQuery) -> FriendPage:
             userid=query.userid,
             external_userid=query.external_userid,
             state=query.state,
+            tag_ids=tuple(query.tag),
+            tag_match=query.tag_match,
             limit=query.limit + 1,  # one more row than asked says whether there is a next page
             offset=query.offset,
         )
-        rows = [queries.friend_json(fr) for fr in queries.list_friends(session, f)]
+        signals = chat_queries.SignalFilter(
+            silent_days=query.silent_days, waiting=query.waiting, sort=query.sort
+        )
+        rows = [
+            {**queries.friend_json(fr), **chat_queries.signal_json(signal)}
+            for fr, signal in chat_queries.friends_with_signals(session, f, signals)
+        ]
     has_next = len(rows) > query.limit
     return FriendPage(
         items=[Friend.model_validate(row) for row in rows[: query.limit]],

@@ -10,6 +10,7 @@ template.
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -25,6 +26,7 @@ from werkzeug.wrappers import Response
 from scrm.channels import queries as channel_queries
 from scrm.channels import service as channel_service
 from scrm.channels.models import Channel, ChannelStatus
+from scrm.chat import queries as chat_queries
 from scrm.customers.models import Customer, CustomerKind
 from scrm.db import read, transaction
 from scrm.directory import queries as directory_queries
@@ -224,6 +226,27 @@ def sh_time(moment: datetime | None) -> str:
     return moment.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M:%S")
 
 
+@bp.app_template_filter("work_duration")
+def work_duration(seconds: int | None) -> str:
+    """Working seconds as hours and minutes (a response time): "1 小时 5 分钟 1 h 5 min"."""
+    if seconds is None:
+        return "—"
+    if seconds < 60:
+        return f"{seconds} 秒 {seconds} s"
+    hours, minutes = divmod(seconds // 60, 60)
+    if not hours:
+        return f"{minutes} 分钟 {minutes} min"
+    return f"{hours} 小时 {minutes} 分钟 {hours} h {minutes} min"
+
+
+@bp.app_template_filter("days_ago")
+def days_ago(moment: datetime | None) -> int | None:
+    """Whole days from ``moment`` to now (the "N 天未联系 no contact for N days" figure)."""
+    if moment is None:
+        return None
+    return max((utcnow() - moment).days, 0)
+
+
 def local_time(raw: str, field: str = "next_follow_up_at") -> datetime | None:
     """A ``datetime-local`` form value (the Asia/Shanghai wall clock users read) as aware UTC;
     None when empty."""
@@ -417,6 +440,9 @@ def friends() -> str:
     userid = (request.args.get("userid") or None) if me.sees_everyone else me.userid
     channel_id = _int_arg("channel_id", 0, 2**62) or None
     tag_id = request.args.get("tag_id") or None
+    tag_ids = tuple(dict.fromkeys(t for t in request.args.getlist("tag") if t))
+    tag_match = "all" if request.args.get("tag_match") == "all" else "any"
+    signal_filter = _signal_filter()
     with read(_factory()) as db:
         visible = directory_queries.visible_to(db, me.role, me.userid)
     f = queries.FriendFilter(
@@ -424,19 +450,31 @@ def friends() -> str:
         userid=userid,
         channel_id=channel_id,
         tag_id=tag_id,
+        tag_ids=tag_ids,
+        tag_match=tag_match,
         status=None if status == "all" else status,
         limit=limit + 1,  # one extra row tells us whether there is a next page
         offset=offset,
     )
     with read(_factory()) as db:
-        rows = queries.list_friends(db, f)
-        has_next = len(rows) > limit
-        rows = rows[:limit]
+        pairs = chat_queries.friends_with_signals(db, f, signal_filter)
+        has_next = len(pairs) > limit
+        pairs = pairs[:limit]
+        rows = [fr for fr, _ in pairs]
+        signals = {fr.id: signal for fr, signal in pairs}
         tag_names = tag_queries.names(db, sorted({link.tag_id for row in rows for link in row.tags}))
         prev_url, next_url = _page_urls("console.friends", offset, limit, has_next)
+        # Bulk tagging: "select all N matching" covers the list's filters (not the chat ones).
+        by_signal = signal_filter.silent_days is not None or signal_filter.waiting
+        matching = None if by_signal else queries.count_friends(db, f)
         return render_template(
             "friends.html",
             rows=rows,
+            signals=signals,
+            matching=matching,
+            bulk_id=secrets.token_hex(8),
+            tag_kinds=tag_queries.kinds_of(db, [t.tag_id for t in _live_tags(db)]),
+            sort_options=FRIEND_SORTS,
             tag_names=tag_names,
             staff_names=_staff_names(db),
             rep_options=_active_staff(db) if me.sees_everyone else [],
@@ -448,13 +486,39 @@ def friends() -> str:
                 "userid": userid or "",
                 "channel_id": channel_id,
                 "tag_id": tag_id or "",
+                "tag": list(tag_ids),
+                "tag_match": tag_match,
                 "status": status,
                 "limit": limit,
+                "silent_days": "" if signal_filter.silent_days is None else signal_filter.silent_days,
+                "waiting": signal_filter.waiting,
+                "sort": signal_filter.sort,
             },
             offset=offset,
             prev_url=prev_url,
             next_url=next_url,
         )
+
+
+FRIEND_SORTS = {
+    "added": "最新添加 Newest added",
+    "last_contact": "最久未联系 Longest without contact",
+    "waiting_longest": "等待回复最久 Waiting longest",
+}
+
+
+def _signal_filter() -> chat_queries.SignalFilter:
+    """The list's chat filters: no contact for N days, waiting for our reply, and the sort."""
+    raw_days = request.args.get("silent_days", "")
+    silent_days = _int_arg("silent_days", 0, 3650) if raw_days else None
+    sort = request.args.get("sort", "added") or "added"
+    if sort not in FRIEND_SORTS:
+        raise InvalidInput(
+            "sort 只能是 added、last_contact 或 waiting_longest / "
+            "sort must be added, last_contact or waiting_longest"
+        )
+    waiting = request.args.get("waiting", "") in {"1", "true", "on", "yes"}
+    return chat_queries.SignalFilter(silent_days=silent_days, waiting=waiting, sort=sort)
 
 
 @bp.get("/friends/<external_userid>")
@@ -506,6 +570,9 @@ def friend_detail(external_userid: str) -> str:
             tag_names=tag_names,
             staff_names=_staff_names(db),
             welcome_of=welcome_of,
+            tag_options=_live_tags(db),
+            tag_kinds=tag_queries.kinds_of(db, [t.tag_id for t in _live_tags(db)] + list(tag_names)),
+            may_tag=True if visible is None else set(visible),
             activities=timeline.readable(db, timeline.for_person(db, external_userid)),
             mask_phone=mask_phone,
         )

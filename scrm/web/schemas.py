@@ -94,6 +94,27 @@ class FriendsQuery(PageQuery):
     userid: IdText | None = Field(None, description="Only this rep's friends (must be visible to the key).")
     external_userid: IdText | None = Field(None, description="Only this customer.")
     state: IdText | None = Field(None, description="Only friends added through this channel state.")
+    tag: list[IdText] = Field(
+        default_factory=list,
+        max_length=50,
+        description="Only friends with these tags (repeat for several: tag=a&tag=b); corp or local tag ids.",
+    )
+    tag_match: Literal["any", "all"] = Field(
+        "any", description="With several tags: friends with any of them (default) or with all of them."
+    )
+    silent_days: WholeNumber | None = Field(
+        None,
+        ge=0,
+        le=3650,
+        description="Only friends with no message either way for this many days (one with no message "
+        "at all counts from when it was added).",
+    )
+    waiting: bool = Field(False, description="Only friends whose last messages wait for our reply.")
+    sort: Literal["added", "last_contact", "waiting_longest"] = Field(
+        "added",
+        description="added: newest add first (default); last_contact: longest without contact first; "
+        "waiting_longest: longest waiting for our reply first.",
+    )
 
 
 class ChannelRef(BaseModel):
@@ -114,6 +135,15 @@ class Friend(BaseModel):
     added_at: str | None = Field(description="ISO 8601, UTC (Z).")
     removed_at: str | None
     awaiting_detail: bool = Field(description="Known from the add event alone; WeCom detail pending.")
+    last_customer_message_at: str | None = Field(None, description="The customer's last 1:1 message (UTC).")
+    last_rep_message_at: str | None = Field(None, description="The rep's last 1:1 message (UTC, Z).")
+    waiting_since: str | None = Field(
+        None, description="The first customer message still waiting for our reply; null when answered."
+    )
+    first_response_s: int | None = Field(
+        None, description="Working seconds the rep took to answer the latest answered wait."
+    )
+    average_response_s: int | None = Field(None, description="Average over every answered wait (working s).")
 
 
 class FriendPage(Paginated[Friend]):

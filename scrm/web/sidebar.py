@@ -31,6 +31,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 from werkzeug.wrappers import Response
 
+from scrm.chat import queries as chat_queries
 from scrm.customers.models import Contact, Customer
 from scrm.db import read, transaction
 from scrm.directory import queries as directory_queries
@@ -69,7 +70,7 @@ FOLLOW_UP_KINDS = {
     FollowUpKind.EMAIL: "邮件 Email",
     FollowUpKind.NOTE: "备注 Note",
 }
-NOT_YOUR_CUSTOMER = "该客户属于其他员工 / That customer belongs to a rep whose customers you cannot see."
+NOT_YOUR_CUSTOMER = followups.NOT_YOUR_CUSTOMER
 TIMELINE_LENGTH = 10
 SEARCH_LIMIT = 10
 # --- the JS-SDK signature (doc 90506) ----------------------------------------------------------
@@ -166,15 +167,11 @@ def _subject(db: Session, me: StaffInfo, external_userid: str) -> Subject:
 
 
 def _linked(db: Session, person: ExternalContact) -> tuple[Lead | None, Customer | None]:
-    # A merge re-points the merged lead's people at the survivor, so person.lead is live.
-    lead = person.lead
-    customer_id = person.contact.customer_id if person.contact else (lead.customer_id if lead else None)
-    customer = db.get(Customer, customer_id) if customer_id is not None else None
-    return lead, customer
+    return followups.linked_records(db, person)
 
 
 def _may_see_customer(customer: Customer, visible: frozenset[str] | None) -> bool:
-    return visible is None or customer.owner_userid is None or customer.owner_userid in visible
+    return followups.may_see_customer(customer, visible)
 
 
 def _search(db: Session, q: str, visible: frozenset[str] | None) -> tuple[list[Lead], list[Customer]]:
@@ -265,6 +262,7 @@ def _page(
             sandbox=settings.use_sandbox,
             person=person,
             friendship=fr,
+            signal=chat_queries.signal_of(db, fr.id),
             friendships=subject.friendships,
             lead=lead,
             customer=customer,
@@ -406,26 +404,14 @@ def follow_up(external_userid: str) -> Response | str | tuple[str, int]:
     try:
         with transaction(_factory()) as db:
             subject = _subject(db, me, external_userid)
-            lead, customer = _linked(db, subject.person)
-            if lead is None and customer is None:
-                raise InvalidInput(
-                    "请先关联或创建线索 / Link this customer to a lead or customer, or create a lead, first",
-                    field="lead_id",
-                )
-            if lead is not None:
-                lead = lead_queries.visible_lead(db, lead.id, subject.visible)
-                customer = None  # the lead's timeline is where the sidebar shows it
-            elif customer is not None and not _may_see_customer(customer, subject.visible):
-                raise Forbidden(NOT_YOUR_CUSTOMER)
-            followups.log_follow_up(
+            followups.log_for_person(
                 db,
-                lead=lead,
-                customer=customer,
+                subject.person,
+                visible=subject.visible,
                 kind=form["kind"] or FollowUpKind.WECOM,
                 content=form["content"].strip(),
                 next_follow_up_at=console.local_time(form["next_follow_up_at"]),
                 author_userid=me.userid,
-                external_userid=external_userid,
             )
     except InvalidInput as exc:
         error = {"message": exc.message, "fields": _bilingual(exc.fields), "form": "follow_up"}
