@@ -45,4 +45,4 @@ def on_update(session: Session, envelope: Envelope, detail: dict[str, Any], _: i
 
 @register("event", "change_external_chat", "dismiss")
 def on_dismiss(session: Session, envelope: Envelope, _: Any, __: int | None) -> None:
-    groups.mark_dismissed(session, envelope.get("ChatId"))
+    groups.mark_dismissed(session, envelope.get("ChatId"), from_unix(envelope.create_time))

@@ -13,7 +13,13 @@ from scrm.db import Base
 from scrm.directory.models import ApiKey, Department, Staff, StaffRole
 from scrm.followups.models import FollowUp, FollowUpKind
 from scrm.friends.models import Friendship, FriendshipStatus
-from scrm.groups.models import CustomerGroup, CustomerGroupMember, GroupMemberType
+from scrm.groups.models import (
+    CustomerGroup,
+    CustomerGroupJoin,
+    CustomerGroupMember,
+    CustomerGroupTag,
+    GroupMemberType,
+)
 from scrm.inbox.models import InboxEvent, InboxStatus
 from scrm.leads.models import (
     AssignmentMember,
@@ -74,7 +80,9 @@ __all__ = [
     "Contact",
     "Customer",
     "CustomerGroup",
+    "CustomerGroupJoin",
     "CustomerGroupMember",
+    "CustomerGroupTag",
     "Department",
     "ExternalContact",
     "Friendship",
