@@ -26,8 +26,10 @@ from scrm.web import (
     callback,
     console,
     console_customers,
+    console_friend_tags,
     console_leads,
     errors,
+    friends_api,
     lead_form,
     leads_api,
     metrics,
@@ -178,6 +180,8 @@ def create_app(
     app.register_blueprint(callback.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(leads_api.bp)
+    app.register_blueprint(friends_api.bp)
+    app.register_blueprint(console_friend_tags.bp)
     app.register_blueprint(console.bp)
     for pages in (console_leads, console_customers, sidebar):
         app.register_blueprint(pages.bp)

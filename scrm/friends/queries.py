@@ -24,6 +24,9 @@ class FriendFilter:
     state: str | None = None
     channel_id: int | None = None
     tag_id: str | None = None
+    # Several tags (corp or local): friends with any of them, or with all of them.
+    tag_ids: tuple[str, ...] = ()
+    tag_match: str = "any"  # any | all
     status: str | None = None  # 'active' (active + half), 'removed', or a FriendshipStatus value
     limit: int = 100
     offset: int = 0
@@ -38,6 +41,35 @@ def friends_query(f: FriendFilter) -> Select[Friendship]:
         selectinload(Friendship.external_contact).selectinload(ExternalContact.contact),
         selectinload(Friendship.external_contact).selectinload(ExternalContact.lead),
     )
+    stmt = filtered(stmt, f)
+    return stmt.order_by(Friendship.added_at.desc(), Friendship.id.desc()).limit(f.limit).offset(f.offset)
+
+
+def friendship_ids_query(f: FriendFilter) -> Select[tuple[int]]:
+    """The ids of every friendship the filter matches (no page): what a bulk action works on."""
+    return filtered(select(Friendship.id), f).order_by(Friendship.id)
+
+
+def count_friends(session: Session, f: FriendFilter) -> int:
+    """How many friendships the filter matches, ignoring its page."""
+    matching = filtered(select(Friendship.id), f).subquery()
+    return session.scalar(select(func.count()).select_from(matching)) or 0
+
+
+def filtered(stmt: Select[Any], f: FriendFilter) -> Select[Any]:
+    """The filter's conditions on a select of friendships (no order, no page). Tag filters are
+    IN-subqueries on friendship_tags served by its (tag_id, friendship_id) index: nothing is
+    loaded into Python to filter."""
+    if f.tag_ids:
+        ids = sorted(set(f.tag_ids))
+        if f.tag_match == "all":
+            for tag_id in ids:
+                holders = select(FriendshipTag.friendship_id).where(FriendshipTag.tag_id == tag_id)
+                stmt = stmt.where(Friendship.id.in_(holders))
+        else:
+            stmt = stmt.where(
+                Friendship.id.in_(select(FriendshipTag.friendship_id).where(FriendshipTag.tag_id.in_(ids)))
+            )
     if f.visible_userids is not None:
         stmt = stmt.where(Friendship.userid.in_(sorted(f.visible_userids)))
     if f.userid:
@@ -58,7 +90,7 @@ def friends_query(f: FriendFilter) -> Select[Friendship]:
         stmt = stmt.where(Friendship.status.not_in(OPEN_STATUSES))
     elif f.status:
         stmt = stmt.where(Friendship.status == FriendshipStatus(f.status))
-    return stmt.order_by(Friendship.added_at.desc(), Friendship.id.desc()).limit(f.limit).offset(f.offset)
+    return stmt
 
 
 def list_friends(session: Session, f: FriendFilter) -> list[Friendship]:

@@ -13,25 +13,29 @@ newer state, so a replayed add after a delete does not bring the friend back.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from scrm.channels import service as channels
 from scrm.channels.models import Channel
 from scrm.db import insert_ignore
 from scrm.directory import service as directory
+from scrm.errors import InvalidInput
 from scrm.friends.models import OPEN_STATUSES, Friendship, FriendshipStatus
 from scrm.outbox import kinds
 from scrm.outbox import service as outbox
 from scrm.people import service as people
+from scrm.tags import queries as tag_queries
 from scrm.tags import service as tags
-from scrm.tags.models import TagSource
+from scrm.tags.models import FriendshipTagRemoval, TagSource
 from scrm.timeline import service as timeline
 from scrm.timeline.models import ActivityKind
 from scrm.timeutil import from_unix, utcnow
@@ -198,10 +202,20 @@ def record_add(session: Session, event: AddEvent, detail: Detail | None) -> Frie
 
 
 def apply_detail(
-    session: Session, friendship: Friendship, detail: Detail, *, lead_token: str | None = None
+    session: Session,
+    friendship: Friendship,
+    detail: Detail,
+    *,
+    lead_token: str | None = None,
+    edited_in_wecom: bool = False,
 ) -> people.Link:
     """Bring WeCom's detail into a friendship: the person, this rep's remark, description, remark
-    mobiles and tags (unless a newer read set them), and the link to a lead or customer."""
+    mobiles and tags (unless a newer read set them), and the link to a lead or customer.
+
+    Local tags stay (WeCom never knows them). ``edited_in_wecom``: the read follows an
+    edit_external_contact, so a tag we held that WeCom no longer lists was taken off by the rep
+    in the WeCom client — a manual removal that rules respect — and one WeCom lists that we
+    lacked was put back by hand (its removal is cleared). The add path's first read is neither."""
     person = friendship.external_contact
     contact_data = dict(detail.data.get("external_contact") or {})
     if contact_data:
@@ -215,7 +229,15 @@ def apply_detail(
         friendship.add_way = int(follow.get("add_way") or friendship.add_way or 0)
         if not friendship.state and follow.get("state"):
             friendship.state = str(follow["state"])[:64]
-        tags.set_wecom_tags(friendship.tags, _corp_tag_ids(follow))
+        held = {link.tag_id for link in friendship.tags}
+        kinds = tag_queries.kinds_of(session, held)
+        local = {t for t in held if kinds.get(t) == "local"}
+        listed = _corp_tag_ids(follow)
+        tags.set_wecom_tags(friendship.tags, listed, keep=local)
+        if edited_in_wecom:
+            by = f"wecom:{friendship.userid}"
+            _record_removals(session, friendship, sorted(held - local - set(listed)), by)
+            _clear_removals(session, friendship, sorted(set(listed) - held))
         friendship.remark_at = detail.read_at
     friendship.awaiting_detail_at = None
     channel = friendship.channel
@@ -235,9 +257,11 @@ def _apply_channel_tags(
     if channel is None or channel.is_disabled or not channel.auto_tag_ids:
         return
     added = tags.add_tags(friendship.tags, list(channel.auto_tag_ids), TagSource.CHANNEL)
-    if added:
+    kinds = tag_queries.kinds_of(session, added)
+    corp = [t for t in added if kinds.get(t, "corp") == "corp"]  # local tags change locally only
+    if corp:
         _queue_mark_tag(
-            session, friendship, added, [], "channel", inbox_id or utcnow().timestamp(), inbox_id=inbox_id
+            session, friendship, corp, [], "channel", inbox_id or utcnow().timestamp(), inbox_id=inbox_id
         )
 
 
@@ -269,28 +293,178 @@ def _queue_mark_tag(
     )
 
 
-def set_tags(
-    session: Session, friendship: Friendship, wanted: list[str], *, actor: str
+def check_tag_ids(
+    session: Session, add: list[str], remove: list[str], *, held: Collection[str] = ()
+) -> dict[str, str]:
+    """Validate a tag change before it is applied; returns each known id's kind (``corp`` /
+    ``local`` / ``pending`` / ``deleted``, tags.queries.kinds_of). Tags to add must be live
+    corp or local tags; tags to remove must be in the library or ``held`` by the friendship."""
+    kinds: dict[str, str] = dict(tag_queries.kinds_of(session, [*add, *remove]))
+    both = sorted(set(add) & set(remove))
+    if both:
+        raise InvalidInput(
+            f"同一标签不能同时添加和移除：{', '.join(both)} / Tags both added and removed: "
+            f"{', '.join(both)}; list each tag in add or in remove",
+            field="remove",
+        )
+    problems: dict[str, str] = {}
+    unknown = sorted(
+        {t for t in add if t not in kinds} | {t for t in remove if t not in kinds and t not in held}
+    )
+    deleted = sorted({t for t in add if kinds.get(t) == "deleted"})
+    pending = sorted({t for t in add if kinds.get(t) == "pending"})
+    parts = []
+    if unknown:
+        parts.append(f"标签不存在 unknown tags: {', '.join(unknown)}")
+        problems["tags"] = f"unknown tags: {', '.join(unknown)}"
+    if deleted:
+        parts.append(f"标签已删除 deleted tags: {', '.join(deleted)}")
+        problems["add"] = f"deleted tags: {', '.join(deleted)}"
+    if pending:
+        parts.append(f"企业微信尚未确认 not yet confirmed by WeCom: {', '.join(pending)}")
+        earlier = [problems["add"]] if "add" in problems else []
+        problems["add"] = "; ".join([*earlier, f"not yet confirmed: {', '.join(pending)}"])
+    if parts:
+        raise InvalidInput(
+            "; ".join(parts) + " — 请从标签库选择 / choose live tags from the tag library "
+            "(a tag created in scrm can be used once WeCom has confirmed it)",
+            fields=problems,
+        )
+    return kinds
+
+
+def change_tags(
+    session: Session,
+    friendship: Friendship,
+    add: list[str],
+    remove: list[str],
+    *,
+    actor: str,
+    source: TagSource = TagSource.MANUAL,
+    request_key: str | None = None,
+    ref: str | None = None,
+    kinds: dict[str, str] | None = None,
+    removals: set[tuple[int, str]] | None = None,
 ) -> tuple[list[str], list[str]]:
-    """A rep sets the friendship's corp tags to ``wanted``: locally now, in WeCom through the
-    outbox, with a timeline entry. Returns (added, removed)."""
-    have = [link.tag_id for link in friendship.tags]
-    added = tags.add_tags(friendship.tags, wanted, TagSource.MANUAL)
-    removed = [t for t in have if t not in set(wanted)]
-    for link in [link for link in friendship.tags if link.tag_id in removed]:
+    """The one way scrm changes a friendship's tags (console, bulk, sidebar, API, rules).
+
+    Validates the ids (``check_tag_ids``; pass ``kinds`` when the caller already did, as a bulk
+    does once for all its friendships), changes the local links, and queues ONE mark_tag
+    (doc 92118: tags belong to one rep relationship) with the corp tags that changed — local tags
+    change locally only — plus a timeline entry. Returns (added, removed): what actually changed,
+    so repeating a change queues nothing. ``request_key`` (a bulk, an API client's retry key)
+    makes the outbox key stable, so a retried request never queues a second mark_tag.
+
+    Manual changes (``source`` MANUAL) record each removal (``FriendshipTagRemoval``: rules do
+    not put the tag back) and clear the removal of each tag added. A RULE change skips the tags
+    a person removed by hand. ``removals``: the pairs already known to have a removal (a bulk
+    reads them once for many friendships), which saves a query per friendship."""
+    held = [link.tag_id for link in friendship.tags]
+    if kinds is None:
+        kinds = check_tag_ids(session, add, remove, held=held)
+    wanted = list(dict.fromkeys(add))
+    if source == TagSource.RULE and friendship.id is not None:
+        refused = tag_queries.removed_by_hand(session, [friendship.id], wanted)
+        wanted = [t for t in wanted if (friendship.id, t) not in refused]
+    added = tags.add_tags(friendship.tags, wanted, source)
+    removing = set(remove)
+    removed = [t for t in held if t in removing]
+    for link in [link for link in friendship.tags if link.tag_id in removing]:
         friendship.tags.remove(link)
+    if source == TagSource.MANUAL:
+        if friendship.id is None:
+            session.flush()  # the friendship has an id before its removals point at it
+        _record_removals(session, friendship, removed, actor)
+        if removals is not None:
+            wanted = [t for t in wanted if (friendship.id, t) in removals]
+        _clear_removals(session, friendship, wanted)
+    corp_added = [t for t in added if kinds.get(t, "corp") == "corp"]
+    # A deleted tag is gone from WeCom's relationships already; only live corp tags are sent.
+    corp_removed = [t for t in removed if kinds.get(t, "corp") == "corp"]
+    if corp_added or corp_removed:
+        if request_key is not None:
+            digest = hashlib.sha256(request_key.encode()).hexdigest()[:32]
+            key = f"mark_tag:req:{digest}:{friendship.id}"
+        else:
+            key = f"mark_tag:{source.value}:{friendship.id}:{secrets.token_hex(8)}"
+        _enqueue_mark_tag(session, friendship, corp_added, corp_removed, key, ref=ref)
     if added or removed:
-        _queue_mark_tag(session, friendship, added, removed, "rep", secrets.token_hex(8))
         timeline.record(
             session,
             ActivityKind.FRIEND_EDITED,
             f"{actor} 修改了标签 / edited tags",
             external_userid=friendship.external_userid,
             userid=friendship.userid,
-            data={"add_tag": added, "remove_tag": removed, "by": actor},
+            data={"add_tag": added, "remove_tag": removed, "by": actor, "source": source.value},
         )
     session.flush()
     return added, removed
+
+
+def _enqueue_mark_tag(
+    session: Session,
+    friendship: Friendship,
+    added: list[str],
+    removed: list[str],
+    key: str,
+    *,
+    ref: str | None,
+) -> None:
+    payload: dict[str, Any] = {"userid": friendship.userid, "external_userid": friendship.external_userid}
+    if added:
+        payload["add_tag"] = added
+    if removed:
+        payload["remove_tag"] = removed
+    outbox.enqueue(
+        session, MARK_TAG, payload, key, ref=ref or f"friend:{friendship.external_userid}:{friendship.userid}"
+    )
+
+
+def _record_removals(session: Session, friendship: Friendship, tag_ids: list[str], by: str) -> None:
+    """Remember that a person took these tags off (one row per friendship and tag, kept fresh)."""
+    if not tag_ids:
+        return
+    now = utcnow()
+    existing = {
+        r.tag_id: r
+        for r in session.scalars(
+            select(FriendshipTagRemoval).where(
+                FriendshipTagRemoval.friendship_id == friendship.id, FriendshipTagRemoval.tag_id.in_(tag_ids)
+            )
+        )
+    }
+    for tag_id in dict.fromkeys(tag_ids):
+        row = existing.get(tag_id)
+        if row is None:
+            session.add(
+                FriendshipTagRemoval(
+                    friendship_id=friendship.id, tag_id=tag_id, removed_by=by[:64], removed_at=now
+                )
+            )
+        else:
+            row.removed_by, row.removed_at = by[:64], now
+
+
+def _clear_removals(session: Session, friendship: Friendship, tag_ids: list[str]) -> None:
+    """A person added these tags again: rules may apply them from now on."""
+    if tag_ids:
+        session.execute(
+            delete(FriendshipTagRemoval).where(
+                FriendshipTagRemoval.friendship_id == friendship.id, FriendshipTagRemoval.tag_id.in_(tag_ids)
+            )
+        )
+
+
+def set_tags(
+    session: Session, friendship: Friendship, wanted: list[str], *, actor: str
+) -> tuple[list[str], list[str]]:
+    """A rep sets the friendship's tags to ``wanted`` (the sidebar's form): ``change_tags`` with
+    what is missing and what is no longer wanted. Returns (added, removed)."""
+    have = [link.tag_id for link in friendship.tags]
+    wanted_set = set(wanted)
+    add = [t for t in dict.fromkeys(wanted) if t not in set(have)]
+    remove = [t for t in have if t not in wanted_set]
+    return change_tags(session, friendship, add, remove, actor=actor)
 
 
 def _added_summary(userid: str, channel: Channel | None) -> str:
@@ -313,7 +487,7 @@ def record_edit(
         # An edit of a relation we never saw added: the add was missed; the edit proves it.
         event = AddEvent(userid, external_userid, "", False, occurred_at, inbox_id)
         return record_add(session, event, detail)
-    apply_detail(session, friendship, detail)
+    apply_detail(session, friendship, detail, edited_in_wecom=True)
     timeline.record(
         session,
         ActivityKind.FRIEND_EDITED,

@@ -6,6 +6,7 @@ friendship's tags are its ``tags`` collection of links, handed in by the friends
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import select
@@ -52,11 +53,13 @@ def sync_library(session: Session, tag_groups: list[dict[str, Any]]) -> tuple[in
     return len(seen_groups), len(seen_tags)
 
 
-def set_wecom_tags(links: list[FriendshipTag], tag_ids: list[str]) -> None:
-    """Make a friendship's tags match what WeCom reports, keeping the source of ones we added."""
+def set_wecom_tags(links: list[FriendshipTag], tag_ids: list[str], keep: Collection[str] = ()) -> None:
+    """Make a friendship's tags match what WeCom reports, keeping the source of ones we added.
+    ``keep``: tags WeCom cannot know (local tags), left as they are."""
     wanted = set(tag_ids)
+    kept = set(keep)
     for link in list(links):
-        if link.tag_id not in wanted:
+        if link.tag_id not in wanted and link.tag_id not in kept:
             links.remove(link)
     have = {link.tag_id for link in links}
     for tag_id in sorted(wanted - have):
