@@ -5,6 +5,7 @@ the domains one by one, wherever the complete schema is needed."""
 from __future__ import annotations
 
 from scrm.audit.models import AuditEntry
+from scrm.bot.models import BotReply, BotReplyStatus
 from scrm.channels.models import Channel, ChannelStatus
 from scrm.chat.models import ChatAction, ChatCursor, ChatDirection, ChatMessage
 from scrm.chat.signals import ChatSignal
@@ -47,6 +48,8 @@ __all__ = [
     "AssignmentMember",
     "AssignmentRule",
     "AuditEntry",
+    "BotReply",
+    "BotReplyStatus",
     "DuplicateStatus",
     "FollowUp",
     "FollowUpKind",

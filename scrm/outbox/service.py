@@ -49,8 +49,10 @@ def enqueue(
     ref: str = "",
     expires_at: datetime | None = None,
     inbox_event_id: int | None = None,
+    not_before: datetime | None = None,
 ) -> int | None:
-    """Queue a write; a second enqueue with the same key is a no-op (returns None)."""
+    """Queue a write; a second enqueue with the same key is a no-op (returns None). With
+    ``not_before`` it is sent at that time and not sooner (a rep's reminder): what is due is data."""
     now = utcnow()
     return insert_ignore(
         session,
@@ -65,7 +67,7 @@ def enqueue(
             "attempts": 0,
             "has_unknown_attempt": False,
             "created_at": now,
-            "next_attempt_at": now,
+            "next_attempt_at": max(not_before, now) if not_before is not None else now,
             "expires_at": expires_at,
             "inbox_event_id": inbox_event_id,
         },

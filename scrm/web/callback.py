@@ -4,7 +4,9 @@ GET answers WeCom's URL verification with the decrypted echostr. POST verifies t
 rejects stale timestamps and foreign corp ids, decrypts strictly, parses with a hardened parser,
 then stores the event in the inbox — with the welcome its add calls for — in one ordinary
 transaction, answers an empty 200 once that has committed, and leaves the work to the after-ack
-hook. A rejected callback writes no row and logs only why — never the payload.
+hook. A rep's text message to the app is the exception: its bot command runs in that same
+transaction and the answer is the encrypted passive reply (handlers.app_message, scrm.bot).
+A rejected callback writes no row and logs only why — never the payload.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import time
 from flask import Blueprint, Response, request
 
 import handlers
+from handlers import app_message
 from scrm.db import transaction
 from scrm.errors import CallbackRejected, CallbackTooLarge, MalformedCallback, StaleCallback, WrongCorp
 from scrm.inbox import service as inbox
@@ -91,12 +94,25 @@ def receive() -> Response:
         inbox_id = inbox.store(session, envelope, plaintext)
         if inbox_id is not None:
             welcome_id = handlers.on_arrival(session, envelope, inbox_id)
+        # A rep's message to the app is a bot command, answered in this same transaction: its
+        # effect, its reply and the inbox row commit together, and a retry gets the same reply.
+        reply = app_message.passive_reply(
+            session,
+            envelope,
+            inbox_id,
+            public_url=settings.public_url,
+            max_attempts=settings.inbox_max_attempts,
+        )
     if inbox_id is None:
         metrics.count_callback("duplicate")
         log.debug("duplicate delivery of %s/%s acknowledged", envelope.event, envelope.change_type)
     else:
         metrics.count_callback("stored")
         rt.after_ack(inbox_id, welcome_id)
+    if reply is not None:
+        # The passive reply: a text message back to the rep, encrypted and signed (§1.6, doc 90241).
+        answer = rt.crypto.encrypt_text_reply(envelope.from_user, reply)
+        return Response(answer, status=200, mimetype="text/xml")
     # Customer-contact events take no passive reply: an empty 200 is the acknowledgement (§1.6).
     return Response("", status=200)
 

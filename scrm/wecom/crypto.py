@@ -23,6 +23,22 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from scrm.errors import BadSignature, MalformedCallback, WrongCorp
 
 PAD_BLOCK = 32  # WeCom pads to 32 bytes, not AES's 16 (REFERENCE §1.5)
+# A passive text reply's Content: "最长不超过2048个字节，超过将截断" (doc 90241; 96469 for 代开发).
+REPLY_CONTENT_MAX_BYTES = 2048
+
+
+def truncate_utf8(text: str, max_bytes: int) -> str:
+    """``text`` cut to at most ``max_bytes`` of UTF-8, at a character boundary (never half a
+    character, which WeCom's own byte cut would leave)."""
+    raw = text.encode("utf-8")
+    if len(raw) <= max_bytes:
+        return text
+    return raw[:max_bytes].decode("utf-8", errors="ignore")
+
+
+def _cdata(text: str) -> str:
+    # "]]>" cannot appear inside CDATA: split it across two sections.
+    return "<![CDATA[" + text.replace("]]>", "]]]]><![CDATA[>") + "]]>"
 
 
 def signature(token: str, timestamp: str, nonce: str, encrypt: str) -> str:
@@ -78,7 +94,39 @@ class CallbackCrypto:
         self.verify_signature(msg_signature, timestamp, nonce, echostr)
         return self.decrypt(echostr)
 
+    def encrypt_text_reply(
+        self, to_user: str, content: str, *, timestamp: int | None = None, nonce: str | None = None
+    ) -> str:
+        """The passive reply to a member's message (REFERENCE §1.6, doc 90241): a text message
+        to ``to_user`` from our corp, encrypted and signed with wechatpy's ``WeChatCrypto`` into
+        the ``<Encrypt/><MsgSignature/><TimeStamp/><Nonce/>`` envelope WeCom expects."""
+        from wechatpy.work.crypto import WeChatCrypto
+
+        ts = timestamp if timestamp is not None else int(time.time())
+        plain = (
+            f"<xml><ToUserName>{_cdata(to_user)}</ToUserName>"
+            f"<FromUserName>{_cdata(self.corp_id)}</FromUserName>"
+            f"<CreateTime>{ts}</CreateTime><MsgType><![CDATA[text]]></MsgType>"
+            f"<Content>{_cdata(truncate_utf8(content, REPLY_CONTENT_MAX_BYTES))}</Content></xml>"
+        )
+        crypto = WeChatCrypto(self.token, self.encoding_aes_key, self.corp_id)
+        envelope: str = crypto.encrypt_message(plain, nonce or str(secrets.randbelow(10**10)), str(ts))
+        return envelope
+
     # --- the WeCom side (sandbox driver, tests) -------------------------------------------
+
+    def open_reply(self, body: bytes) -> str:
+        """Verify and decrypt a passive reply envelope as WeCom would; its plaintext XML."""
+        from scrm.wecom.parse import parse_xml
+
+        fields = {child.tag: child.text for child in parse_xml(body)}
+        encrypt = fields.get("Encrypt", "")
+        if not encrypt:
+            raise MalformedCallback("reply has no <Encrypt> element")
+        self.verify_signature(
+            fields.get("MsgSignature", ""), fields.get("TimeStamp", ""), fields.get("Nonce", ""), encrypt
+        )
+        return self.decrypt(encrypt)
 
     def encrypt_callback(
         self, plaintext: str, *, timestamp: int | None = None, nonce: str | None = None
