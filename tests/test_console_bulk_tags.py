@@ -256,9 +256,11 @@ def _create_tag_group_in_console(scrm: Scrm, page: Any, group: str, names: list[
     """The operator makes the group and its tags in the console's tag library, which sends them to
     WeCom (add_corp_tag); their WeCom ids come back into the library."""
     page.goto(scrm.url + "/console/tags")
-    page.fill("#group-name", group)
-    page.fill("#tag-names", "\n".join(names))
-    page.get_by_role("button", name=re.compile("创建")).click()
+    form = page.locator("#new-tag-group form")
+    form.locator("input[name=name]").fill(group)
+    form.locator("textarea[name=tags]").fill("\n".join(names))
+    form.get_by_role("button", name="创建 Create").click()
+    page.wait_for_url("**/console/tags")
     scrm.settle()
     with scrm.session() as db:
         ids = [str(db.scalars(select(Tag.tag_id).where(Tag.name == n, Tag.is_deleted.is_(False))).one()) for n in names]
