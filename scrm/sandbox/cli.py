@@ -394,6 +394,27 @@ def sandbox_join_group(chat_id: str, external_userid: str, as_json: bool) -> Non
     _report(result, f"{_who(names, external_userid)} joined group {chat_id}", as_json)
 
 
+@sandbox.command("bot")
+@click.option("--userid", required=True, help="The rep who messages the app.")
+@click.argument("text")
+@JSON_OPTION
+def sandbox_bot(userid: str, text: str, as_json: bool) -> None:
+    """A rep messages the scrm app (e.g. "记 客户要报价"); prints the bot's decrypted reply."""
+    result, names = _target().drive("send_text", userid=userid, content=text)
+    if as_json:
+        _echo_json(result)
+    elif result.get("reply") is not None:
+        click.echo(result["reply"])
+        click.echo(f"({_who(names, userid)}; answered in {result.get('elapsed_ms', 0):.0f} ms)")
+    else:
+        status = result.get("status")
+        click.echo(f"{_who(names, userid)} messaged the app; scrm answered HTTP {status} with no reply")
+    status = result.get("status")
+    if isinstance(status, int) and status >= 400:
+        click.echo(f"Error: scrm answered the message with HTTP {status}", err=True)
+        sys.exit(1)
+
+
 def _describe_faults(faults: dict[str, Any]) -> str:
     parts = []
     rate = float(faults.get("error_rate") or 0)

@@ -12,6 +12,7 @@ request.
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass, field
 from typing import Any
 from xml.sax.saxutils import escape
@@ -26,6 +27,7 @@ from scrm.sandbox.state import (
 )
 from scrm.timeutil import to_unix, utcnow
 from scrm.wecom.crypto import CallbackCrypto
+from scrm.wecom.parse import parse_xml
 
 # Actions reachable through POST /_admin/driver/<action>.
 DRIVER_ACTIONS = frozenset(
@@ -93,6 +95,10 @@ class Delivery:
     status: int | None = None
     response_text: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # A passive reply (a rep's message to the app, REFERENCE §1.6): its text, verified and
+    # decrypted as WeCom would, and how long the webhook took to answer.
+    reply: str | None = None
+    elapsed_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """What an HTTP caller (the admin endpoint, the CLI) is told: never the decrypted plaintext."""
@@ -132,6 +138,7 @@ class SandboxDriver:
 
     def redeliver(self, delivery: Delivery) -> int:
         """POST a previously built callback again, byte for byte (a WeCom retry)."""
+        began = time.monotonic()
         resp = self.session.post(
             self.webhook_url,
             params=delivery.query,
@@ -139,9 +146,19 @@ class SandboxDriver:
             headers={"Content-Type": "text/xml"},
             timeout=self.timeout_s,
         )
+        delivery.elapsed_s = time.monotonic() - began
         delivery.status = resp.status_code
         delivery.response_text = resp.text
+        delivery.reply = self.read_reply(resp.content) if resp.content.startswith(b"<xml") else None
         return resp.status_code
+
+    def read_reply(self, body: bytes) -> str:
+        """A passive reply's Content: signature checked and decrypted as WeCom does (doc 90241)."""
+        plain = self.crypto.open_reply(body)
+        fields = {child.tag: child.text for child in parse_xml(plain.encode("utf-8"))}
+        if fields.get("MsgType") != "text" or fields.get("FromUserName") != self.state.corp_id:
+            raise ValueError("the passive reply is not a text message from our corp")
+        return fields.get("Content", "")
 
     def post_raw(self, plaintext_xml: str, extra: dict[str, Any] | None = None) -> Delivery:
         """Encrypt, sign and (unless ``deliver=False``) POST exactly this plaintext."""
@@ -564,7 +581,12 @@ class SandboxDriver:
                 ("AgentID", self.state.agent_id),
             ]
         )
-        return self.post_raw(xml, {"msg_type": "text", "userid": userid, "msg_id": msg_id})
+        delivery = self.post_raw(xml, {"msg_type": "text", "userid": userid, "msg_id": msg_id})
+        # What the bot answered, for the CLI and the admin endpoint (the reply, never the message).
+        delivery.extra["reply"] = delivery.reply
+        if delivery.elapsed_s is not None:
+            delivery.extra["elapsed_ms"] = round(delivery.elapsed_s * 1000, 1)
+        return delivery
 
     def enter_agent(self, userid: str) -> Delivery:
         xml = build_xml(
