@@ -231,7 +231,10 @@ def test_vector_b_from_the_reference(clean_db):
         },
         data=body,
     )
-    assert response.status_code == 200 and response.data == b""
+    # A member's text message gets the bot's passive reply (§1.6): "你好" is no command, so the help.
+    assert response.status_code == 200
+    reply = client.application.extensions["scrm"].crypto.open_reply(response.data)
+    assert "<ToUserName><![CDATA[ChenJiaShun]]></ToUserName>" in reply and "帮助" in reply
     ctx = client.application.extensions["scrm"].ctx
     with ctx.session_factory() as session:
         from sqlalchemy import select
