@@ -19,15 +19,20 @@ def names(session: Session, tag_ids: list[str]) -> dict[str, str]:
 
 
 def library(session: Session) -> list[TagGroup]:
-    """Live tag groups with their tags, in WeCom's order."""
+    """Live tag groups (corp and local) with their tags, in WeCom's order: a larger ``order``
+    comes first (doc 92117); ``live_tags`` gives a group's live tags in that order."""
     return list(
         session.scalars(
             select(TagGroup)
             .where(TagGroup.is_deleted.is_(False))
             .options(selectinload(TagGroup.tags))
-            .order_by(TagGroup.order, TagGroup.id)
+            .order_by(TagGroup.order.desc(), TagGroup.id)
         )
     )
+
+
+def live_tags(group: TagGroup) -> list[Tag]:
+    return sorted((t for t in group.tags if not t.is_deleted), key=lambda t: (-t.order, t.id))
 
 
 TagKind = Literal["corp", "local", "pending", "deleted"]

@@ -157,7 +157,7 @@ def create_tags(json: TagsIn) -> tuple[GroupOut, int]:
         return group_json(group), 201
 
 
-@bp.patch("/api/tags/<path:wecom_id>")
+@bp.patch("/api/tags/<wecom_id>")
 @spec.validate(json=TagPatch, resp=Resp(HTTP_200=GroupOut, **ERRORS_404), tags=TAGS, security=BEARER)
 def patch_tag(wecom_id: str, json: TagPatch) -> GroupOut:
     """Rename a group or a tag (``name``), or move it (``move`` up/down, or ``position``). Answers
@@ -181,7 +181,7 @@ def patch_tag(wecom_id: str, json: TagPatch) -> GroupOut:
         return group_json(group)
 
 
-@bp.delete("/api/tags/<path:wecom_id>")
+@bp.delete("/api/tags/<wecom_id>")
 @spec.validate(resp=Resp(HTTP_200=DeletedOut, **ERRORS_404), tags=TAGS, security=BEARER)
 def delete_tag(wecom_id: str) -> DeletedOut:
     """Delete a group (with its tags) or a tag; deleting a group's last tag deletes the group,
