@@ -23,6 +23,7 @@ from scrm.doctor import doctor
 from scrm.errors import ScrmError
 from scrm.sandbox.cli import remove_serve_file, sandbox, write_serve_file
 
+from scrm.sandbox.cli_tags import tags as sandbox_tags
 log = logging.getLogger(__name__)
 
 
@@ -449,3 +450,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+sandbox.add_command(sandbox_tags)

@@ -47,6 +47,9 @@ DRIVER_ACTIONS = frozenset(
         "create_tag",
         "rename_tag",
         "delete_tag",
+        "create_tag_group",
+        "reorder_tag",
+        "shuffle_tags",
         "tag_event",
         "staff_event",
         "send_text",
@@ -510,29 +513,84 @@ class SandboxDriver:
         fields.append(("ChangeType", change_type))
         return self._event("change_external_tag", fields, {"id": id, "tag_type": tag_type})
 
-    def create_tag(self, group_name: str, name: str, order: int = 0) -> list[Delivery]:
-        """Add a tag (and its group when new): one event per created object."""
-        deliveries = []
+    def create_tag(
+        self, group_name: str, name: str, order: int = 0, callback: bool = True
+    ) -> list[Delivery]:
+        """Add a tag (and its group when new): one event per created object (none with
+        ``callback=False``: a change whose event WeCom never delivers)."""
+        return self.create_tag_group(group_name, [name], tag_order=order, callback=callback)
+
+    def create_tag_group(
+        self,
+        group_name: str,
+        tags: list[str],
+        order: int = 0,
+        tag_order: int | None = None,
+        callback: bool = True,
+    ) -> list[Delivery]:
+        """An admin creates a group with several tags at once (or adds them to the group of that
+        name), all in the same second: one create event per created object. Tag orders are
+        ``tag_order`` for all, or n..1 so they show in the order given (larger first)."""
+        created: list[tuple[str, str]] = []
         group = self.state.group_by_name(group_name)
         if group is None:
-            group = self.state.add_tag_group(group_name)
-            deliveries.append(self.tag_event("create", group["group_id"], "tag_group"))
-        tag = self.state.add_tag(group["group_id"], name, order)
-        deliveries.append(self.tag_event("create", tag["id"], "tag"))
-        return deliveries
+            group = self.state.add_tag_group(group_name, order=order)
+            created.append((group["group_id"], "tag_group"))
+        taken = {t["name"] for t in self.state.live_tags(group["group_id"])}
+        for i, name in enumerate(tags):
+            if name in taken:
+                raise ValueError(f"group {group_name!r} already has a tag named {name!r}")
+            tag = self.state.add_tag(
+                group["group_id"], name, len(tags) - i if tag_order is None else tag_order
+            )
+            created.append((tag["id"], "tag"))
+        if not callback:
+            return []
+        return [self.tag_event("create", id, kind) for id, kind in created]
 
-    def rename_tag(self, id: str, name: str) -> Delivery:
+    def rename_tag(self, id: str, name: str, callback: bool = True) -> Delivery | None:
         kind = self.state.rename_tag(id, name)
-        return self.tag_event("update", id, kind)
+        return self.tag_event("update", id, kind) if callback else None
 
-    def delete_tag(self, id: str) -> Delivery:
+    def reorder_tag(self, id: str, order: int, callback: bool = True) -> Delivery | None:
+        """A new order for one tag or group: an update event (doc 92130)."""
+        kind = self.state.rename_tag(id, None, order)
+        return self.tag_event("update", id, kind) if callback else None
+
+    def shuffle_tags(
+        self, group_id: str = "", ids: list[str] | None = None, callback: bool = True
+    ) -> Delivery | None:
+        """An admin drags tags into a new order: the tags of ``group_id`` or, with an empty
+        group_id, all the groups. ``ids`` in the new order (default: reversed); orders become
+        n..1. One shuffle event, with the group's id or an empty Id for the groups (doc 92130)."""
+        with self.state.lock:
+            if group_id:
+                if group_id not in self.state.tag_groups or self.state.tag_groups[group_id]["deleted"]:
+                    raise LookupError(f"unknown tag group {group_id}")
+                items = sorted(self.state.live_tags(group_id), key=lambda t: -t["order"])
+                key = "id"
+            else:
+                items = sorted(
+                    (g for g in self.state.tag_groups.values() if not g["deleted"]), key=lambda g: -g["order"]
+                )
+                key = "group_id"
+            by_id = {item[key]: item for item in items}
+            wanted = list(ids) if ids is not None else [item[key] for item in reversed(items)]
+            if sorted(wanted) != sorted(by_id):
+                raise ValueError("ids must list every live tag of the group (or every live group) once")
+            for i, item_id in enumerate(wanted):
+                by_id[item_id]["order"] = len(wanted) - i
+            self.state.save()
+        return self.tag_event("shuffle", group_id) if callback else None
+
+    def delete_tag(self, id: str, callback: bool = True) -> Delivery | None:
         if id in self.state.tag_groups:
             self.state.delete_tags([], [id])
-            return self.tag_event("delete", id, "tag_group")
+            return self.tag_event("delete", id, "tag_group") if callback else None
         if id not in self.state.tags:
             raise LookupError(f"unknown tag {id}")
         self.state.delete_tags([id], [])
-        return self.tag_event("delete", id, "tag")
+        return self.tag_event("delete", id, "tag") if callback else None
 
     # --- staff and the app ---------------------------------------------------------------------
 

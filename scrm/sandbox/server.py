@@ -431,11 +431,22 @@ def h_add_corp_tag(state: SandboxState, req: Req) -> dict[str, Any]:
     return ok(tag_group=_group_view(state, group, created))
 
 
+def _name_taken(state: SandboxState, tag_or_group_id: str, name: str) -> bool:
+    """Another live tag of the same group, or another live group, already has this name."""
+    tag = state.tags.get(tag_or_group_id)
+    if tag is not None and not tag["deleted"]:
+        return any(t["name"] == name and t["id"] != tag["id"] for t in state.live_tags(tag["group_id"]))
+    group = state.group_by_name(name)
+    return group is not None and group["group_id"] != tag_or_group_id
+
+
 def h_edit_corp_tag(state: SandboxState, req: Req) -> dict[str, Any]:
     tag_id = req.need("id")
     name = req.body.get("name")
     if name is not None and (not name or len(str(name)) > 30):
         raise ApiError(40058, "name must be 1..30 characters")
+    if name is not None and _name_taken(state, str(tag_id), str(name)):
+        raise ApiError(40071, f"name {name} already exists")  # names are unique in a group, doc 92117
     try:
         state.rename_tag(tag_id, name, req.body.get("order"))
     except KeyError:
@@ -1010,6 +1021,12 @@ def create_sandbox_app(state: SandboxState, *, webhook_url: str | None = None) -
     @app.get("/_admin/world")
     def admin_world() -> Response:
         return _json(state.to_json())
+
+    @app.get("/_admin/tags")
+    def admin_tags() -> Response:
+        """The corp tag library exactly as get_corp_tag_list answers it (no token needed)."""
+        with state.lock:
+            return _json({"ok": True, **h_get_corp_tag_list(state, Req({}))})
 
     @app.get("/_admin/faults")
     def admin_faults_get() -> Response:
