@@ -278,6 +278,7 @@ def test_manager_pages_fit(site: Scrm, browser: Any, viewport: dict[str, int]) -
     context.close()
 
 
+    visit(page, base, "/console/tags", "rep tag library (read only)")
 @pytest.mark.parametrize("viewport", [PHONE, DESKTOP], ids=["390", "1280"])
 def test_admin_pages_fit(site: Scrm, browser: Any, viewport: dict[str, int]) -> None:
     context = browser.new_context(viewport=viewport)
@@ -315,3 +316,5 @@ def test_logged_out_pages_fit(site: Scrm, browser: Any, viewport: dict[str, int]
     assert response is not None and response.status == 200
     assert_fits(page, "logout page, logged out", logout=False)
     context.close()
+    visit(page, base, "/console/tags", "manager tag library", shot=f"scrm-{tag(viewport)}-tags.png")
+    visit(page, base, "/console/tags", "admin tag library")
