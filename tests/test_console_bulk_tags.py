@@ -266,3 +266,24 @@ def _create_tag_group_in_console(scrm: Scrm, page: Any, group: str, names: list[
         ids = [str(db.scalars(select(Tag.tag_id).where(Tag.name == n, Tag.is_deleted.is_(False))).one()) for n in names]
     assert all(not i.startswith(("pending-", "local-")) for i in ids), ids
     return ids
+
+
+def test_the_sidebar_shows_local_tags_marked_and_keeps_them_out_of_wecom(scrm: Scrm, client: FlaskClient) -> None:
+    vip = _tag(scrm, "客户等级", "VIP")
+    with scrm.session() as db:
+        db.add(Tag(tag_id="local-kol", name="达人", is_local=True))
+        db.commit()
+    ext = _friend(scrm, "zhangsan", "客户")
+    scrm.settle()
+    login(client, "zhangsan")
+    html = client.get(f"/sidebar/?external_userid={ext}").get_data(as_text=True)
+    assert re.search(r'value="local-kol"[^>]*>\s*<span>达人</span><small class="badge local"[^>]*>本地 Local', html)
+    client.post(f"/sidebar/{ext}/tags", data={"tag_ids": [vip, "local-kol"], "csrf_token": token_of(client)})
+    assert _mark_tags(scrm) == [{"userid": "zhangsan", "external_userid": ext, "add_tag": [vip]}]
+    scrm.settle()
+    # The WeCom detail read of a later edit keeps the local tag.
+    assert scrm.driver.edit("zhangsan", ext, remark="备注").status == 200
+    scrm.settle()
+    with scrm.session() as db:
+        assert sorted(link.tag_id for link in friends.find(db, ext, "zhangsan").tags) == sorted([vip, "local-kol"])
+    assert "local-kol" not in scrm.sandbox.state.relation(ext, "zhangsan")["tag_ids"]

@@ -194,6 +194,22 @@ def channel_edit_with_error(page: Any, base: str, what: str, shot: str | None = 
     assert_fits(page, f"{what} with an error", shot=shot)
 
 
+def bulk_tagging(page: Any, base: str, what: str) -> None:
+    """The friends list with several tags filtered (all of them), every page's friend ticked for
+    bulk tagging, the friend page's tag editor open, and a bulk's progress page."""
+    page.goto(base + "/console/friends?status=all&tag_match=all")
+    page.locator("#tick-all").check()
+    assert_fits(page, f"{what}: list with rows ticked")
+    page.goto(base + "/console/friends?status=all")
+    link = page.locator("#friends-table a[href*='/console/friends/']").first
+    link.click()
+    details = page.locator("details.edit-tags")
+    if details.count():
+        details.first.locator("summary").click()
+    assert_fits(page, f"{what}: friend page tag editor")
+    visit(page, base, "/console/friends/bulk/0123456789abcdef", f"{what}: progress page")
+
+
 def open_first_lead(page: Any, base: str, what: str) -> None:
     page.goto(base + "/console/leads")
     page.locator("#leads-table td.title a").first.click()
@@ -254,6 +270,7 @@ def test_manager_pages_fit(site: Scrm, browser: Any, viewport: dict[str, int]) -
         shot=f"scrm-{tag(viewport)}-manager-friends.png",
     )
     open_first_friend(page, base, "manager friend detail")
+    bulk_tagging(page, base, "manager bulk tagging")
     visit(page, base, "/console/channels", "manager channels", shot=f"scrm-{tag(viewport)}-channels.png")
     channel_form_with_error(
         page, base, "manager channel form with an error", shot=f"scrm-{tag(viewport)}-channel-error.png"

@@ -29,6 +29,7 @@ from scrm.friends import service as friend_service
 from scrm.friends.models import OPEN_STATUSES, Friendship
 from scrm.web import console
 from scrm.web.auth import login_required
+from scrm.web.runtime import runtime
 
 bp = Blueprint("friend_tags_console", __name__, url_prefix="/console")
 console.attach(bp)
@@ -96,6 +97,7 @@ def bulk_tags() -> Response:
                 field="scope",
             )
         result = bulk.change_tags_of(db, ids, add, remove, actor=me.userid, bulk_id=bulk_id)
+    runtime().after_ack(None, None)  # start sending now; the scheduler's drain would get there too
     flash(
         f"已修改 {result.changed} 位好友的标签 / Tags changed on {result.changed} of {result.total} friends"
         + (f"; {result.skipped} 已流失未修改 closed, left alone" if result.skipped else ""),
@@ -130,5 +132,7 @@ def relationship_tags(external_userid: str, userid: str) -> Response:
         if friendship.status not in OPEN_STATUSES:
             raise InvalidInput("好友关系已结束，无法打标签 / The friendship is closed; WeCom cannot tag it.")
         added, removed = friend_service.set_tags(db, friendship, wanted, actor=me.userid)
+    if added or removed:
+        runtime().after_ack(None, None)
     flash(f"标签已更新 / Tags updated (+{len(added)} −{len(removed)})", "success")
     return redirect(url_for("console.friend_detail", external_userid=external_userid))

@@ -271,6 +271,7 @@ def _page(
             tag_ids={link.tag_id for link in fr.tags},
             tag_names=tag_queries.names(db, sorted({link.tag_id for link in fr.tags})),
             tag_options=_live_tags(db),
+            tag_kinds=tag_queries.kinds_of(db, [t.tag_id for t in _live_tags(db)]),
             staff_names=directory_queries.names(db, {o for o in owners if o}),
             entries=entries,
             q=q,
