@@ -28,18 +28,18 @@ from scrm.web import (
     console_customers,
     console_friend_tags,
     console_leads,
-    errors,
     console_tags,
+    errors,
     friends_api,
     lead_form,
     leads_api,
     metrics,
     security,
     sidebar,
+    tags_api,
 )
 from scrm.web.runtime import WebRuntime
 from scrm.wecom.crypto import CallbackCrypto
-    tags_api,
 
 log = logging.getLogger(__name__)
 
@@ -182,16 +182,16 @@ def create_app(
     app.register_blueprint(callback.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(leads_api.bp)
+    app.register_blueprint(tags_api.bp)
     app.register_blueprint(friends_api.bp)
     app.register_blueprint(console_friend_tags.bp)
+    app.register_blueprint(console_tags.bp)
     app.register_blueprint(console.bp)
     for pages in (console_leads, console_customers, sidebar):
-    app.register_blueprint(tags_api.bp)
         app.register_blueprint(pages.bp)
     app.register_blueprint(lead_form.bp)
     # The bare address (what `make run` serves and the README names) opens the console.
     app.add_url_rule("/", "root", lambda: redirect(url_for("console.index")))
-    app.register_blueprint(console_tags.bp)
     metrics.install(app)
 
     if mount_sandbox is None:

@@ -438,6 +438,7 @@ def leads_import(
 # --- sandbox ------------------------------------------------------------------------------------
 
 cli.add_command(sandbox)
+sandbox.add_command(sandbox_tags)
 
 
 def main() -> None:
@@ -450,4 +451,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-sandbox.add_command(sandbox_tags)

@@ -251,6 +251,7 @@ def test_rep_pages_fit(site: Scrm, browser: Any, viewport: dict[str, int]) -> No
     visit(page, base, "/console/friends?limit=lots", "rep bad request", error=True)
     lead_pages(page, base, "rep")
     visit(page, base, "/console/audit", "rep forbidden audit", error=True)
+    visit(page, base, "/console/tags", "rep tag library (read only)")
     visit(page, base, "/console/logout", "rep logout page")
     log_out(page, "rep")
     context.close()
@@ -289,13 +290,13 @@ def test_manager_pages_fit(site: Scrm, browser: Any, viewport: dict[str, int]) -
     visit(page, base, "/console/events", "manager forbidden events", error=True)
     lead_pages(page, base, "manager")
     visit(page, base, "/console/rules", "manager assignment rules")
+    visit(page, base, "/console/tags", "manager tag library", shot=f"scrm-{tag(viewport)}-tags.png")
     visit(page, base, "/console/imports", "manager imports")
     visit(page, base, "/console/logout", "manager logout page")
     log_out(page, "manager")
     context.close()
 
 
-    visit(page, base, "/console/tags", "rep tag library (read only)")
 @pytest.mark.parametrize("viewport", [PHONE, DESKTOP], ids=["390", "1280"])
 def test_admin_pages_fit(site: Scrm, browser: Any, viewport: dict[str, int]) -> None:
     context = browser.new_context(viewport=viewport)
@@ -316,6 +317,7 @@ def test_admin_pages_fit(site: Scrm, browser: Any, viewport: dict[str, int]) -> 
     lead_pages(page, base, "admin")
     visit(page, base, "/console/audit", "admin audit log")
     visit(page, base, "/console/rules", "admin assignment rules")
+    visit(page, base, "/console/tags", "admin tag library")
     visit(page, base, "/console/imports", "admin imports")
     visit(page, base, "/console/logout", "admin logout page")
     log_out(page, "admin")
@@ -333,5 +335,3 @@ def test_logged_out_pages_fit(site: Scrm, browser: Any, viewport: dict[str, int]
     assert response is not None and response.status == 200
     assert_fits(page, "logout page, logged out", logout=False)
     context.close()
-    visit(page, base, "/console/tags", "manager tag library", shot=f"scrm-{tag(viewport)}-tags.png")
-    visit(page, base, "/console/tags", "admin tag library")
