@@ -79,6 +79,12 @@ class Settings:
     # local tag. WeCom's 40126 says 3000 (2023 error table); a newer page says 10000 —
     # UNCONFIRMED which applies now (REFERENCE §3.3), so it is a setting (SCRM_CORP_TAG_QUOTA).
     corp_tag_quota: int = 3000
+    # The chat archive (会话存档) source scrm pulls from (scrm.chat.sources): "sandbox" reads the
+    # sandbox's archive over HTTP, "none" pulls nothing (import JSON lines with `scrm chat
+    # import`). Default: sandbox when the sandbox plays the corp, else none. The scheduler pulls
+    # every chat_pull_interval_s; msgaudit_notify callbacks pull at once.
+    chat_source: str = "none"
+    chat_pull_interval_s: int = 60
 
     @property
     def is_sqlite(self) -> bool:
@@ -262,8 +268,23 @@ def load_settings(
         trust_forwarded_for=_flag(env, "SCRM_TRUST_FORWARDED_FOR"),
         import_dir=env.get("SCRM_IMPORT_DIR", ""),
         corp_tag_quota=_int(env, "SCRM_CORP_TAG_QUOTA", 3000, minimum=1),
+        chat_source=_chat_source(env, use_sandbox),
+        chat_pull_interval_s=_int(env, "SCRM_CHAT_PULL_INTERVAL_S", 60, minimum=1),
         **_working_hours(env),
     )
+
+
+CHAT_SOURCES = ("sandbox", "none")
+
+
+def _chat_source(env: Mapping[str, str], use_sandbox: bool) -> str:
+    source = env.get("SCRM_CHAT_SOURCE", "").strip().lower() or ("sandbox" if use_sandbox else "none")
+    if source not in CHAT_SOURCES:
+        raise SettingsError(
+            f"SCRM_CHAT_SOURCE must be sandbox or none, got {source!r} (the Finance SDK source is not "
+            "built in: import its decrypted messages with `scrm chat import FILE`)"
+        )
+    return source
 
 
 def _working_hours(env: Mapping[str, str]) -> dict[str, Any]:

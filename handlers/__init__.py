@@ -81,5 +81,12 @@ def load_all() -> None:
 def _load() -> None:
     # Importing the modules registers their handlers; done lazily so importing `handlers`
     # has no side effects (DESIGN §6.2).
-    from handlers import app_message, contact, external_chat, external_contact, external_tag  # noqa: F401
+    from handlers import (  # noqa: F401
+        app_message,
+        contact,
+        external_chat,
+        external_contact,
+        external_tag,
+        msgaudit,
+    )
     from scrm.leads import assignment, pool  # noqa: F401  (their outbox kinds: lead_assigned, lead_recycle_warning)

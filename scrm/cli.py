@@ -12,6 +12,7 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import click
@@ -22,8 +23,8 @@ from config import Settings, SettingsError, instance_dir, load_settings
 from scrm.doctor import doctor
 from scrm.errors import ScrmError
 from scrm.sandbox.cli import remove_serve_file, sandbox, write_serve_file
-
 from scrm.sandbox.cli_tags import tags as sandbox_tags
+
 log = logging.getLogger(__name__)
 
 
@@ -139,7 +140,7 @@ def _seed_when_up(ctx: Any, host: str, port: int) -> None:
 @cli.command()
 @click.option(
     "--ticks",
-    default="welcome,dispatch,outbox,reconcile,pool,imports",
+    default="welcome,dispatch,outbox,reconcile,pool,imports,chat",
     show_default=True,
     help="Comma-separated ticks this replica runs; e.g. a fast lane with only 'welcome'.",
 )
@@ -433,6 +434,49 @@ def leads_import(
             writer.writerow(["row", "column", "reason"])
             writer.writerows([e.row, e.column, e.reason] for e in report.errors)
         click.echo(f"errors written to {errors_csv}")
+
+
+# --- chat ---------------------------------------------------------------------------------------
+
+
+@cli.group()
+def chat() -> None:
+    """The chat archive (会话存档)."""
+
+
+@chat.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def chat_import(file: Path) -> None:
+    """Import decrypted archive messages, one JSON object a line (the Finance SDK's DecryptData
+    output). Messages already stored (same msgid) are skipped; bad lines are reported by number."""
+    from jobs import chat as chat_jobs
+
+    ctx = _context()
+    with click.progressbar(length=file.stat().st_size, label="importing") as bar:
+        result = chat_jobs.import_file(ctx, file, progress=bar.update)
+    report = result.report
+    click.echo(
+        f"{file.name}: {result.lines} lines, {report.new} new messages, {report.duplicates} already stored, "
+        f"{len(result.bad)} bad lines; {len(report.hits)} keyword hits, {report.tagged} tags added"
+    )
+    if report.new == 0 and report.duplicates and not result.bad:
+        click.echo("nothing new: every message in the file was stored before")
+    for number, reason in result.bad[:50]:
+        click.echo(f"  line {number}: {reason}")
+    if len(result.bad) > 50:
+        click.echo(f"  … and {len(result.bad) - 50} more")
+
+
+@chat.command("pull")
+def chat_pull() -> None:
+    """Pull from the configured archive source (SCRM_CHAT_SOURCE) now."""
+    from jobs import chat as chat_jobs
+
+    ctx = _context()
+    report = chat_jobs.pull(ctx, chat_jobs.configured_source(ctx))
+    click.echo(
+        f"{ctx.settings.chat_source}: {report.received} messages, {report.new} new, {report.tagged} tags"
+    )
 
 
 # --- sandbox ------------------------------------------------------------------------------------

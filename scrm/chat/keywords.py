@@ -40,6 +40,7 @@ so overlapping keywords are all seen.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections import defaultdict
@@ -202,3 +203,14 @@ def _one_edit_at(keyword: str, text: str, start: int) -> bool:
             elif Levenshtein.distance(keyword, window, score_cutoff=1) <= 1:
                 return True
     return False
+
+
+@functools.lru_cache(maxsize=8)
+def _cached(key: tuple[tuple[int, tuple[str, ...], bool], ...]) -> KeywordMatcher:
+    return KeywordMatcher(KeywordSpec(rule_id, list(keywords), fuzzy) for rule_id, keywords, fuzzy in key)
+
+
+def matcher_for(specs: Iterable[KeywordSpec]) -> KeywordMatcher:
+    """The matcher for these specs, built once per distinct rule set (building one compiles its
+    prefilter; ingest asks for one per batch)."""
+    return _cached(tuple((s.rule_id, tuple(s.keywords), s.fuzzy) for s in specs))

@@ -54,6 +54,8 @@ DRIVER_ACTIONS = frozenset(
         "staff_event",
         "send_text",
         "enter_agent",
+        "chat",
+        "msgaudit_notify",
         "verify_url",
     }
 )
@@ -645,6 +647,21 @@ class SandboxDriver:
         if delivery.elapsed_s is not None:
             delivery.extra["elapsed_ms"] = round(delivery.elapsed_s * 1000, 1)
         return delivery
+
+    def chat(self, sender: str, to: str, content: str, notify: bool = True) -> dict[str, Any]:
+        """A customer (``wm…``/``wo…``) or a rep writes 1:1 to ``to``: the message goes into the
+        chat archive and, unless ``notify`` is false, msgaudit_notify follows (doc 95039 sends
+        one per 15 s window with news; here one per message)."""
+        message = self.state.archive_message(sender, [to], content)
+        if notify:
+            delivery = self.msgaudit_notify()
+            message["callback_status"] = delivery.status
+        return message
+
+    def msgaudit_notify(self) -> Delivery:
+        """New messages in the chat archive (REFERENCE §2.4, doc 95039): the event carries no
+        content, only that there is something to pull."""
+        return self._event("msgaudit_notify", [("AgentID", self.state.agent_id)])
 
     def enter_agent(self, userid: str) -> Delivery:
         xml = build_xml(

@@ -1138,6 +1138,39 @@ def create_sandbox_app(state: SandboxState, *, webhook_url: str | None = None) -
             return _json({"ok": False, "error": f"webhook {url} unreachable: {exc}"}, 502)
         return _json({"ok": True, "result": result, "names": _names(state, args, result)})
 
+    @app.get("/_admin/msgaudit")
+    def admin_msgaudit() -> Response:
+        """The chat archive (会话存档) as the Finance SDK's GetChatData(seq, limit) reads it
+        (doc 91774: at most 1000 a call), already decrypted: the SDK's RSA/AES step has nothing
+        to emulate. ``next_seq`` is the last message's seq, to pass as ``seq`` next time."""
+        try:
+            seq = int(request.args.get("seq", "0"))
+            limit = int(request.args.get("limit", "1000"))
+        except ValueError:
+            return _json({"ok": False, "error": "seq and limit must be whole numbers"}, 400)
+        if seq < 0 or not 1 <= limit <= 1000:
+            return _json({"ok": False, "error": "seq must be >= 0 and limit 1..1000 (GetChatData's)"}, 400)
+        page = state.archive_page(seq, limit)
+        next_seq = page[-1]["seq"] if page else seq
+        return _json({"errcode": 0, "errmsg": "ok", "chatdata": page, "next_seq": next_seq})
+
+    @app.post("/_admin/msgaudit")
+    def admin_msgaudit_add() -> Response:
+        """Archive a message without the msgaudit_notify callback (WeCom's notify is best effort:
+        the scheduler's pull must find it anyway)."""
+        args = request.get_json(silent=True) or {}
+        sender, tolist = args.get("from"), args.get("tolist")
+        if not isinstance(sender, str) or not sender or not isinstance(tolist, list) or not tolist:
+            return _json({"ok": False, "error": 'send {"from": id, "tolist": [ids], "content": text}'}, 400)
+        message = state.archive_message(
+            sender,
+            [str(t) for t in tolist],
+            str(args.get("content", "")),
+            roomid=str(args.get("roomid", "")),
+            action=str(args.get("action", "send")),
+        )
+        return _json({"ok": True, "result": message})
+
     @app.get("/_admin/customers/<external_userid>")
     def admin_customer(external_userid: str) -> Response:
         with state.lock:

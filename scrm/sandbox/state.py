@@ -104,6 +104,7 @@ _PERSISTED = (
     "transfers",
     "ledger",
     "effects",
+    "chat_archive",
 )
 
 
@@ -277,6 +278,8 @@ class SandboxState:
         self.transfers: list[dict[str, Any]] = []
         self.ledger: dict[str, dict[str, Any]] = {}  # idempotency key → {"endpoint", "response"}
         self.effects: list[dict[str, Any]] = []  # {"endpoint", "idempotency_key", "payload"}
+        # 会话存档: decrypted archive messages as the Finance SDK returns them, each with its seq.
+        self.chat_archive: list[dict[str, Any]] = []
 
     # --- persistence -------------------------------------------------------------------------
 
@@ -368,6 +371,49 @@ class SandboxState:
             if seed_demo:
                 self.seed_demo_world()
             self.save()
+
+    # --- chat archive (会话存档) ---------------------------------------------------------------
+
+    def archive_message(
+        self,
+        sender: str,
+        tolist: list[str],
+        content: str,
+        *,
+        roomid: str = "",
+        msgtype: str = "text",
+        action: str = "send",
+        msgtime_ms: int | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Archive one message in the decrypted shape GetChatData yields (doc 91774: ``msgid``,
+        ``action``, ``from``, ``tolist``, ``roomid`` empty for 1:1, ``msgtime`` in ms, and a
+        body keyed by ``msgtype``, e.g. ``text: {content}``); returns it with its ``seq``."""
+        with self.lock:
+            seq = self.next_seq("chat_archive")
+            msgtime = msgtime_ms if msgtime_ms is not None else int(now_ts() * 1000)
+            message: dict[str, Any] = {
+                "seq": seq,
+                "msgid": f"{_opaque(f'{self.corp_id}:msg:{seq}', 20)}_{msgtime // 1000}",
+                "action": action,
+                "from": sender,
+                "tolist": list(tolist),
+                "roomid": roomid,
+                "msgtime": msgtime,
+                "msgtype": msgtype,
+            }
+            if extra is not None:
+                message.update(extra)
+            elif msgtype == "text":
+                message["text"] = {"content": content}
+            self.chat_archive.append(message)
+            self.save()
+            return copy.deepcopy(message)
+
+    def archive_page(self, seq: int, limit: int) -> list[dict[str, Any]]:
+        """The archived messages after ``seq``, at most ``limit`` (GetChatData(seq, limit))."""
+        with self.lock:
+            return copy.deepcopy([m for m in self.chat_archive if m["seq"] > seq][:limit])
 
     # --- ids ---------------------------------------------------------------------------------
 
