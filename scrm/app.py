@@ -27,10 +27,12 @@ from scrm.web import (
     console,
     console_customers,
     console_friend_tags,
+    console_groups,
     console_leads,
     console_tags,
     errors,
     friends_api,
+    groups_api,
     lead_form,
     leads_api,
     metrics,
@@ -182,12 +184,13 @@ def create_app(
     app.register_blueprint(callback.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(leads_api.bp)
+    app.register_blueprint(groups_api.bp)
     app.register_blueprint(tags_api.bp)
     app.register_blueprint(friends_api.bp)
     app.register_blueprint(console_friend_tags.bp)
     app.register_blueprint(console_tags.bp)
     app.register_blueprint(console.bp)
-    for pages in (console_leads, console_customers, sidebar):
+    for pages in (console_leads, console_customers, console_groups, sidebar):
         app.register_blueprint(pages.bp)
     app.register_blueprint(lead_form.bp)
     # The bare address (what `make run` serves and the README names) opens the console.

@@ -218,6 +218,14 @@ def open_first_lead(page: Any, base: str, what: str) -> None:
     assert_fits(page, what)
 
 
+def open_first_group(page: Any, base: str, what: str) -> None:
+    page.goto(base + "/console/groups")
+    page.locator("#groups-table td.title a").first.click()
+    page.wait_for_selector("#joins-chart")
+    assert "/console/groups/" in page.url
+    assert_fits(page, what)
+
+
 def lead_pages(page: Any, base: str, who: str) -> None:
     """The sales pages every role has: leads (and one), the pool, likely duplicates."""
     visit(page, base, "/console/leads", f"{who} leads")
@@ -226,6 +234,8 @@ def lead_pages(page: Any, base: str, who: str) -> None:
     visit(page, base, "/console/pool", f"{who} pool")
     visit(page, base, "/console/duplicates", f"{who} duplicates")
     visit(page, base, "/console/customers", f"{who} customers")
+    visit(page, base, "/console/groups", f"{who} groups")
+    open_first_group(page, base, f"{who} group detail")
     if who == "rep":
         visit(page, base, "/console/customers/duplicates", "rep forbidden customer duplicates", error=True)
     else:

@@ -40,7 +40,7 @@ def joins(db, member_id: str = EXT) -> list[CustomerGroupJoin]:
         db.scalars(
             select(CustomerGroupJoin)
             .where(CustomerGroupJoin.member_id == member_id)
-            .order_by(CustomerGroupJoin.id)
+            .order_by(CustomerGroupJoin.joined_at)
         )
     )
 
@@ -187,3 +187,21 @@ def test_groups_take_local_tags_only(db_session) -> None:
     assert tagged == [group]
     assert service.change_tags(db_session, group, remove=["local-hot"], actor="wangwu") == []
     assert queries.list_groups(db_session, queries.GroupFilter(visible=None, tag_id="local-hot")) == []
+
+
+def test_events_handled_after_the_listing_moved_on(db_session) -> None:
+    """Join, leave and rejoin happened before we handled the first event: every listing we read
+    already shows the rejoin. Each event still places its own membership."""
+    now = listing(OWNER, (EXT, 2, 5000))
+    group = service.upsert_group(db_session, now, seen_at=at(6000))
+    service.record_membership_change(db_session, group, "add_member", [EXT], "0", at(60))
+    service.upsert_group(db_session, now, seen_at=at(6001))
+    service.record_membership_change(db_session, group, "del_member", [EXT], "0", at(300))
+    service.upsert_group(db_session, now, seen_at=at(6002))
+    service.record_membership_change(db_session, group, "add_member", [EXT], "3", at(5000))
+    rows = joins(db_session)
+    assert [(r.joined_at, r.left_at, r.quit_scene, r.event_join_scene) for r in rows] == [
+        (at(60), at(300), 0, 0),
+        (at(5000), None, None, 3),
+    ]
+    assert member(db_session).joined_at == at(5000) and member(db_session).left_at is None

@@ -307,8 +307,8 @@ def _joined(
     at: datetime,
     scene: int | None,
 ) -> None:
-    # The membership this event is about: one that began near its time, or the open one if that
-    # began before it (the listing read for this event already showed them).
+    # The membership this event is about: one that began near its time and had not ended by it
+    # (the listing read for this event already showed them, or this is a replay).
     same = next(
         (
             r
@@ -317,20 +317,24 @@ def _joined(
         ),
         None,
     )
-    current = _open(rows)
-    if same is None and current is not None and current.joined_at <= at:
-        same = current
     if same is not None:
         if same.event_join_scene is None:
             same.event_join_scene = scene
         return
-    if rows and rows[-1].left_at is not None and rows[-1].left_at > at and rows[-1].has_leave_event:
-        return  # older than a leave we recorded: a replay of a join we cannot place
-    if current is not None:
-        return  # they are in since after this event: a replay
-    if rows and rows[-1].left_at is not None and rows[-1].left_at > at:
-        rows[-1].left_at = at  # a sync found them gone later than they actually came back
-    _new_join(session, group, rows, member_id, member_type, at, event_join_scene=scene)
+    # In the group since well before this join, as far as we were told: nothing to place.
+    if any(
+        r.joined_at <= at and (r.left_at is None or (r.has_leave_event and r.left_at >= at)) for r in rows
+    ):
+        return
+    for row in rows:  # a sync that found them gone closed a membership later than they came back
+        if row.joined_at <= at and row.left_at is not None and row.left_at > at:
+            row.left_at = at
+    later = [r for r in rows if r.joined_at > at]
+    # Processed after the listing moved on (they have left and come back since): a membership
+    # that ended before the next one began; its del_member event, when it comes, says when.
+    left_at = min(r.joined_at for r in later) if later else None
+    _new_join(session, group, rows, member_id, member_type, at, event_join_scene=scene, left_at=left_at)
+    rows.sort(key=lambda r: r.joined_at)
 
 
 def _left(rows: list[CustomerGroupJoin], at: datetime, scene: int | None) -> None:
