@@ -29,6 +29,7 @@ from scrm.web import (
     console_friend_tags,
     console_groups,
     console_leads,
+    console_tagrules,
     console_tags,
     errors,
     friends_api,
@@ -38,6 +39,7 @@ from scrm.web import (
     metrics,
     security,
     sidebar,
+    tagrules_api,
     tags_api,
 )
 from scrm.web.runtime import WebRuntime
@@ -186,11 +188,12 @@ def create_app(
     app.register_blueprint(leads_api.bp)
     app.register_blueprint(groups_api.bp)
     app.register_blueprint(tags_api.bp)
+    app.register_blueprint(tagrules_api.bp)
     app.register_blueprint(friends_api.bp)
     app.register_blueprint(console_friend_tags.bp)
     app.register_blueprint(console_tags.bp)
     app.register_blueprint(console.bp)
-    for pages in (console_leads, console_customers, console_groups, sidebar):
+    for pages in (console_leads, console_customers, console_tagrules, console_groups, sidebar):
         app.register_blueprint(pages.bp)
     app.register_blueprint(lead_form.bp)
     # The bare address (what `make run` serves and the README names) opens the console.

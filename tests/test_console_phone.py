@@ -194,6 +194,23 @@ def channel_edit_with_error(page: Any, base: str, what: str, shot: str | None = 
     assert_fits(page, f"{what} with an error", shot=shot)
 
 
+def tag_rule_form_with_error(page: Any, base: str, what: str) -> None:
+    """The tag rules page, then its form refused (no name, no tags), then a rule created."""
+    visit(page, base, "/console/tag-rules", what)
+    page.get_by_role("button", name="创建规则 Create rule").click()
+    page.wait_for_selector("#form-error")
+    assert_fits(page, f"{what} with an error")
+    options = page.locator("#tr-tags option")
+    if options.count():
+        page.fill("#tr-name", "询价" + LONG_ID[:60])
+        page.select_option("#tr-trigger", "keyword")
+        page.select_option("#tr-tags", index=0)
+        page.fill("#tr-keywords", "多少钱\n价格优惠\n" + LONG_ID[:60])
+        page.get_by_role("button", name="创建规则 Create rule").click()
+        page.wait_for_selector("#tag-rules-table")
+        assert_fits(page, f"{what} with a rule")
+
+
 def bulk_tagging(page: Any, base: str, what: str) -> None:
     """The friends list with several tags filtered (all of them), every page's friend ticked for
     bulk tagging, the friend page's tag editor open, and a bulk's progress page."""
@@ -261,6 +278,7 @@ def test_rep_pages_fit(site: Scrm, browser: Any, viewport: dict[str, int]) -> No
     visit(page, base, "/console/friends?limit=lots", "rep bad request", error=True)
     lead_pages(page, base, "rep")
     visit(page, base, "/console/audit", "rep forbidden audit", error=True)
+    visit(page, base, "/console/tag-rules", "rep forbidden tag rules", error=True)
     visit(page, base, "/console/tags", "rep tag library (read only)")
     visit(page, base, "/console/logout", "rep logout page")
     log_out(page, "rep")
@@ -300,6 +318,7 @@ def test_manager_pages_fit(site: Scrm, browser: Any, viewport: dict[str, int]) -
     visit(page, base, "/console/events", "manager forbidden events", error=True)
     lead_pages(page, base, "manager")
     visit(page, base, "/console/rules", "manager assignment rules")
+    tag_rule_form_with_error(page, base, "manager tag rules")
     visit(page, base, "/console/tags", "manager tag library", shot=f"scrm-{tag(viewport)}-tags.png")
     visit(page, base, "/console/imports", "manager imports")
     visit(page, base, "/console/logout", "manager logout page")
@@ -327,6 +346,7 @@ def test_admin_pages_fit(site: Scrm, browser: Any, viewport: dict[str, int]) -> 
     lead_pages(page, base, "admin")
     visit(page, base, "/console/audit", "admin audit log")
     visit(page, base, "/console/rules", "admin assignment rules")
+    visit(page, base, "/console/tag-rules", "admin tag rules")
     visit(page, base, "/console/tags", "admin tag library")
     visit(page, base, "/console/imports", "admin imports")
     visit(page, base, "/console/logout", "admin logout page")
