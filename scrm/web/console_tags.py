@@ -105,7 +105,7 @@ def tags_rename(wecom_id: str) -> Response:
 @bp.post("/tags/<wecom_id>/move", endpoint="tags_move")
 @role_required(*WRITERS)
 def tags_move(wecom_id: str) -> Response:
-    direction = "up" if request.form.get("direction") == "up" else "down"
+    direction: library.Direction = "up" if request.form.get("direction") == "up" else "down"
     label = "上移 / moved up" if direction == "up" else "下移 / moved down"
     return _attempt(lambda db: library.move(db, wecom_id, direction), f"已{label}")
 
