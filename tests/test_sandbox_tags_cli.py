@@ -9,11 +9,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 import requests
 from click.testing import CliRunner
 
 from jobs import reconcile
 from scrm.cli import cli
+from scrm.errors import WeComError
+from scrm.sandbox import server
 from tests.conftest import Scrm
 from tests.test_tag_sync import TagApi, our_view, wecom_view
 
@@ -53,9 +56,10 @@ def test_cli_changes_reach_scrm_and_no_callback_waits_for_reconcile(scrm: Scrm) 
     assert "新组" in human and "春" not in human.split("活动")[1].split("\n")[1]
 
 
-def test_the_sandbox_corp_tag_api_is_faithful(scrm: Scrm) -> None:
+def test_the_sandbox_corp_tag_api_is_faithful(scrm: Scrm, monkeypatch: pytest.MonkeyPatch) -> None:
     gw = scrm.ctx.gateway
-    from scrm.errors import WeComError
+    live = sum(1 for t in scrm.sandbox.state.tags.values() if not t["deleted"])
+    monkeypatch.setattr(server, "CORP_TAG_LIMIT", live + 3)
 
     made = gw.call("post", "externalcontact/add_corp_tag", body={"group_name": "意向", "order": 5, "tag": [{"name": "高", "order": 2}, {"name": "低", "order": 1}]})
     group = made["tag_group"]
@@ -75,6 +79,12 @@ def test_the_sandbox_corp_tag_api_is_faithful(scrm: Scrm) -> None:
             assert error.errcode == errcode, body
         else:
             raise AssertionError(f"{body} was accepted")
+    try:  # the corp tag quota (now live + 3: 高, 低, 中 fill it)
+        gw.call("post", "externalcontact/add_corp_tag", body={"group_name": "满", "tag": [{"name": "x"}]})
+    except WeComError as error:
+        assert error.errcode == 40126
+    else:
+        raise AssertionError("a tag beyond the quota was accepted")
     high, low = (t["id"] for t in group["tag"])
     try:
         gw.call("post", "externalcontact/edit_corp_tag", body={"id": low, "name": "高"})

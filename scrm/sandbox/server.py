@@ -404,6 +404,11 @@ def h_get_corp_tag_list(state: SandboxState, req: Req) -> dict[str, Any]:
     return ok(tag_group=out)
 
 
+# The corp tag quota: 40126 at 3000 tags (the 2023 error table; a newer page says 10000,
+# UNCONFIRMED which applies now, REFERENCE §3.3).
+CORP_TAG_LIMIT = 3000
+
+
 def h_add_corp_tag(state: SandboxState, req: Req) -> dict[str, Any]:
     tags = req.body.get("tag") or []
     if not isinstance(tags, list) or not tags:
@@ -422,6 +427,8 @@ def h_add_corp_tag(state: SandboxState, req: Req) -> dict[str, Any]:
     existing = {t["name"] for t in state.live_tags(group["group_id"])} if group else set()
     if existing & set(names) or len(set(names)) != len(names):
         raise ApiError(40071)
+    if sum(1 for t in state.tags.values() if not t["deleted"]) + len(names) > CORP_TAG_LIMIT:
+        raise ApiError(40126, f"corp tag limit {CORP_TAG_LIMIT} reached")
     if group is None:
         group = state.add_tag_group(str(req.body["group_name"]), order=int(req.body.get("order") or 0))
     created = [
