@@ -3,10 +3,10 @@
 Ticks: welcome messages (0.1 s — their code dies 20 s after the add, doc 92137), inbox dispatch
 (0.5 s) with the retried detail reads of friends known from their event alone (10 s), outbox drain
 (1 s), nightly reconciliation (03:17 Asia/Shanghai), the public pool's recycling (10 min), queued
-lead imports (5 s), the chat archive pull (SCRM_CHAT_PULL_INTERVAL_S, 60 s; with a source). Every
-tick claims rows by compare-and-set, so several scheduler replicas (and web workers) share the work
-safely. While a cause persists (the database is down) a tick logs one line per half minute, not a
-traceback per run.
+lead imports (5 s) and large bulk taggings (2 s), the chat archive pull
+(SCRM_CHAT_PULL_INTERVAL_S, 60 s; with a source). Every tick claims rows by compare-and-set, so
+several scheduler replicas (and web workers) share the work safely. While a cause persists (the
+database is down) a tick logs one line per half minute, not a traceback per run.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 
-from jobs import chat, imports, pool, reconcile, work
+from jobs import chat, imports, pool, reconcile, tag_bulks, work
 from scrm.context import Context
 from scrm.timeutil import SHANGHAI
 
@@ -70,6 +70,7 @@ def build_scheduler(
     if "imports" in ticks:
         # One import at a time per replica (max_instances=1); a large one runs for a while.
         every(5.0, imports.run_pending_imports)
+        every(2.0, tag_bulks.run_pending_bulks)  # large bulk taggings, queued the same way
     if "chat" in ticks and ctx.settings.chat_source != "none":
         chat.install(ctx)  # msgaudit_notify handlers run here pull at once
         every(float(ctx.settings.chat_pull_interval_s), chat.pull_tick)

@@ -40,7 +40,15 @@ from scrm.leads.models import (
 from scrm.outbox.models import OutboxCommand, OutboxStatus
 from scrm.people.models import ExternalContact
 from scrm.tagrules.models import MatchMode, RuleTrigger, TagRule, TagRuleHit
-from scrm.tags.models import FriendshipTag, FriendshipTagRemoval, Tag, TagGroup, TagSource
+from scrm.tags.models import (
+    FriendshipTag,
+    FriendshipTagRemoval,
+    Tag,
+    TagBulk,
+    TagBulkStatus,
+    TagGroup,
+    TagSource,
+)
 from scrm.timeline.models import Activity, ActivityKind
 from scrm.wecom.models import WeComProblem, WeComToken
 
@@ -96,6 +104,8 @@ __all__ = [
     "OutboxCommand",
     "Staff",
     "Tag",
+    "TagBulk",
+    "TagBulkStatus",
     "TagGroup",
     "TagRule",
     "TagRuleHit",

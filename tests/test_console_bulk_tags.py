@@ -287,3 +287,64 @@ def test_the_sidebar_shows_local_tags_marked_and_keeps_them_out_of_wecom(scrm: S
     with scrm.session() as db:
         assert sorted(link.tag_id for link in friends.find(db, ext, "zhangsan").tags) == sorted([vip, "local-kol"])
     assert "local-kol" not in scrm.sandbox.state.relation(ext, "zhangsan")["tag_ids"]
+
+
+def test_a_large_bulk_is_queued_and_run_by_the_scheduler_with_its_progress(
+    scrm: Scrm, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jobs import tag_bulks
+    from scrm.friends import bulk
+
+    monkeypatch.setattr(bulk, "INLINE_LIMIT", 2)
+    monkeypatch.setattr(bulk, "CHUNK", 2)
+    vip = _tag(scrm, "客户等级", "VIP")
+    made = [(_friend(scrm, rep, f"客户{i}"), rep) for i, rep in enumerate(["zhangsan", "lisi", "zhangsan"])]
+    scrm.settle()
+    login(client, "admin")
+    form = {"scope": "all", "add_tag": [vip], "bulk_id": "00000000000000bb"}
+    resp = _bulk(client, **form)
+    assert resp.status_code == 302 and "/console/friends/bulk/00000000000000bb" in resp.location
+    assert _bulk(client, **form).status_code == 302  # resubmitted: still one queued bulk
+    assert _mark_tags(scrm) == []  # nothing changed in the request
+    page = client.get("/console/friends/bulk/00000000000000bb").get_data(as_text=True)
+    assert '排队中 Queued' in page and re.search(r'id="bulk-done">0</span>/<span id="bulk-queued-total">3<', page)
+    assert 'http-equiv="refresh"' in page
+    assert tag_bulks.run_pending_bulks(scrm.ctx) == ["00000000000000bb"]
+    assert tag_bulks.run_pending_bulks(scrm.ctx) == []  # done: not run again
+    assert len(_mark_tags(scrm)) == 3
+    scrm.settle()
+    page = client.get("/console/friends/bulk/00000000000000bb").get_data(as_text=True)
+    assert '已完成 Done' in page and re.search(r'id="bulk-done">3</span>/<span id="bulk-queued-total">3<', page)
+    assert re.search(r'id="bulk-sent">3</span>/<span id="bulk-total">3<', page)
+    assert 'http-equiv="refresh"' not in page
+    for ext, rep in made:
+        assert vip in scrm.sandbox.state.relation(ext, rep)["tag_ids"]
+
+
+def test_a_queued_bulk_whose_process_died_runs_again_without_queueing_twice(scrm: Scrm) -> None:
+    from datetime import timedelta
+
+    from jobs import tag_bulks
+    from scrm.friends import bulk
+    from scrm.schema import TagBulk, TagBulkStatus
+    from scrm.timeutil import utcnow
+
+    vip = _tag(scrm, "客户等级", "VIP")
+    for i in range(3):
+        _friend(scrm, "zhangsan", f"客户{i}")
+    scrm.settle()
+    with scrm.session() as db:
+        ids = list(db.scalars(select(Friendship.id)))
+        bulk.queue(db, ids, [vip], [], actor="admin", bulk_id="00000000000000cc")
+        # Half done by a process that then died: two friendships changed, the row left running.
+        bulk.change_tags_of(db, ids[:2], [vip], [], actor="admin", bulk_id="00000000000000cc")
+        row = db.scalars(select(TagBulk)).one()
+        row.status, row.progressed_at = TagBulkStatus.RUNNING, utcnow() - timedelta(minutes=1)
+        db.commit()
+    assert tag_bulks.run_pending_bulks(scrm.ctx) == []  # still moving, as far as anyone knows
+    later = utcnow() + bulk.STALE_AFTER
+    assert tag_bulks.run_pending_bulks(scrm.ctx, now=later) == ["00000000000000cc"]
+    assert len(_mark_tags(scrm)) == 3  # the first two were not queued again
+    with scrm.session() as db:
+        row = db.scalars(select(TagBulk)).one()
+        assert row.status is TagBulkStatus.DONE and row.done == 3

@@ -61,6 +61,7 @@ def test_scheduler_builds_the_tick_table_and_refuses_unknown_ticks(ack_only_scrm
         "reconcile",
         "recycle_tick",
         "run_pending_imports",
+        "run_pending_bulks",
         "pull_tick",  # the chat archive (the sandbox's, in tests)
     }
     fast_lane = build_scheduler(ack_only_scrm.ctx, ticks=("welcome",))

@@ -97,3 +97,37 @@ class FriendshipTagRemoval(Base):
     tag_id: Mapped[str] = mapped_column(String(64), index=True)
     removed_by: Mapped[str] = mapped_column(String(64), default="")  # a userid, or "wecom:<userid>"
     removed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TagBulkStatus(StrEnum):
+    PENDING = "pending"  # queued: the scheduler's tick runs it
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class TagBulk(Base):
+    """A bulk tagging too large for one request, run by the scheduler in chunks: its progress
+    row (``done`` of ``total`` friendships changed here; the WeCom side is counted from the
+    outbox rows with ``ref = tagbulk:<bulk_id>``)."""
+
+    __tablename__ = "tag_bulks"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    bulk_id: Mapped[str] = mapped_column(String(16), unique=True)
+    actor: Mapped[str] = mapped_column(String(64))
+    add_tag_ids: Mapped[list[str]] = mapped_column(default=list)
+    remove_tag_ids: Mapped[list[str]] = mapped_column(default=list)
+    friendship_ids: Mapped[list[int]] = mapped_column(default=list)
+    status: Mapped[TagBulkStatus] = mapped_column(
+        StrEnumType(TagBulkStatus), default=TagBulkStatus.PENDING, index=True
+    )
+    total: Mapped[int] = mapped_column(default=0)
+    done: Mapped[int] = mapped_column(default=0)  # friendships worked through so far
+    changed: Mapped[int] = mapped_column(default=0)
+    skipped: Mapped[int] = mapped_column(default=0)  # closed friendships, left alone
+    error: Mapped[str] = mapped_column(String(500), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # When the current run was claimed or last finished a chunk: a running bulk that has not
+    # moved for a while lost its process and is run again.
+    progressed_at: Mapped[datetime | None] = mapped_column()
+    finished_at: Mapped[datetime | None] = mapped_column()

@@ -5,10 +5,12 @@ manual removal that rules respect).
 
 **Bulk** (``POST /console/friends/bulk-tags``): the ticked rows, or every friendship matching the
 list's filter ("select all N matching"), limited to what the user may see (a rep their own
-friends; managers their departments'; admins all). It runs in one unit of work, at most
-``BULK_LIMIT`` friendships (5,000 take about 5 s on SQLite); a larger selection is refused with a
-request to narrow the filter. The form carries a bulk id made when the list was rendered, so a
-double click or a resubmitted form queues nothing twice. The result page
+friends; managers their departments'; admins all). Up to ``bulk.INLINE_LIMIT`` friendships
+(1,000) it runs in the request, in one unit of work (5,000 took about 5 s on SQLite, too long for
+a request); a larger selection (up to ``bulk.QUEUED_LIMIT``) is queued as a ``TagBulk`` row that
+the scheduler runs in chunks, its progress on the same result page. The form carries a bulk id
+made when the list was rendered, so a double click or a resubmitted form queues nothing twice.
+The result page
 (``/console/friends/bulk/<bulk id>``) shows how many mark_tag calls WeCom has taken ("已同步
 synced 30/50"), counted from the bulk's outbox rows (``ref = tagbulk:<bulk id>``), and refreshes
 itself until none is left to send.
@@ -34,7 +36,6 @@ from scrm.web.runtime import runtime
 bp = Blueprint("friend_tags_console", __name__, url_prefix="/console")
 console.attach(bp)
 
-BULK_LIMIT = 5_000
 _BULK_ID = frozenset("0123456789abcdef")
 
 
@@ -79,7 +80,7 @@ def bulk_tags() -> Response:
         visible = directory_queries.visible_to(db, me.role, me.userid)
         f = list_filter(visible, form)
         if form.get("scope") == "all":
-            ids = list(db.scalars(friend_queries.friendship_ids_query(f).limit(BULK_LIMIT + 1)))
+            ids = list(db.scalars(friend_queries.friendship_ids_query(f).limit(bulk.QUEUED_LIMIT + 1)))
         else:
             picked = sorted({int(i) for i in form.getlist("friendship_id") if i.isdigit() and len(i) < 19})
             if not picked:
@@ -90,13 +91,25 @@ def bulk_tags() -> Response:
             # Only rows the user may see, whatever the form says.
             seen = friend_queries.FriendFilter(visible_userids=visible)
             ids = list(db.scalars(friend_queries.friendship_ids_query(seen).where(Friendship.id.in_(picked))))
-        if len(ids) > BULK_LIMIT:
+        if len(ids) > bulk.QUEUED_LIMIT:
             raise InvalidInput(
-                f"一次最多 {BULK_LIMIT} 位好友，请缩小筛选范围 / At most {BULK_LIMIT} friends at once; "
-                "narrow the filter.",
+                f"一次最多 {bulk.QUEUED_LIMIT} 位好友，请缩小筛选范围 / At most {bulk.QUEUED_LIMIT} "
+                "friends at once; narrow the filter.",
                 field="scope",
             )
-        result = bulk.change_tags_of(db, ids, add, remove, actor=me.userid, bulk_id=bulk_id)
+        queued_total: int | None = None
+        if len(ids) > bulk.INLINE_LIMIT:
+            queued_total = bulk.queue(db, ids, add, remove, actor=me.userid, bulk_id=bulk_id).total
+        else:
+            result = bulk.change_tags_of(db, ids, add, remove, actor=me.userid, bulk_id=bulk_id)
+    if queued_total is not None:
+        total = queued_total
+        flash(
+            f"已排队：{total} 位好友的标签将在后台修改 / Queued: tags on {total} friends change in the "
+            "background; this page shows the progress",
+            "success",
+        )
+        return redirect(url_for("friend_tags_console.bulk_result", bulk_id=bulk_id, n=total))
     runtime().after_ack(None, None)  # start sending now; the scheduler's drain would get there too
     flash(
         f"已修改 {result.changed} 位好友的标签 / Tags changed on {result.changed} of {result.total} friends"
@@ -113,7 +126,10 @@ def bulk_result(bulk_id: str) -> str:
         raise NotFound("没有这次批量操作 / No such bulk tagging.")
     with read(console._factory()) as db:
         p = bulk.progress(db, bulk_id)
-    return render_template("friends_bulk.html", bulk_id=bulk_id, progress=p, asked=request.args.get("n", ""))
+        queued = bulk.find(db, bulk_id)
+        return render_template(
+            "friends_bulk.html", bulk_id=bulk_id, progress=p, queued=queued, asked=request.args.get("n", "")
+        )
 
 
 @bp.post("/friends/<external_userid>/tags/<userid>")

@@ -1,4 +1,5 @@
-"""friend tagging: manual tag removals that rules respect, and friends found by tag
+"""friend tagging: manual tag removals that rules respect, large bulk taggings queued with their
+progress, and friends found by tag
 
 Revision ID: 0005
 Revises: 0004
@@ -37,6 +38,27 @@ def upgrade() -> None:
     op.create_index(
         op.f("ix_friendship_tag_removals_tag_id"), "friendship_tag_removals", ["tag_id"], unique=False
     )
+    op.create_table(
+        "tag_bulks",
+        sa.Column("id", Id, nullable=False),
+        sa.Column("bulk_id", sa.String(length=16), nullable=False),
+        sa.Column("actor", sa.String(length=64), nullable=False),
+        sa.Column("add_tag_ids", sa.JSON(), nullable=False),
+        sa.Column("remove_tag_ids", sa.JSON(), nullable=False),
+        sa.Column("friendship_ids", sa.JSON(), nullable=False),
+        sa.Column("status", sa.String(length=32), nullable=False),
+        sa.Column("total", sa.Integer(), nullable=False),
+        sa.Column("done", sa.Integer(), nullable=False),
+        sa.Column("changed", sa.Integer(), nullable=False),
+        sa.Column("skipped", sa.Integer(), nullable=False),
+        sa.Column("error", sa.String(length=500), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("progressed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_tag_bulks")),
+        sa.UniqueConstraint("bulk_id", name=op.f("uq_tag_bulks_bulk_id")),
+    )
+    op.create_index(op.f("ix_tag_bulks_status"), "tag_bulks", ["status"], unique=False)
     op.create_index(
         "ix_friendship_tags_tag_id_friendship_id",
         "friendship_tags",
@@ -46,6 +68,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_tag_bulks_status"), table_name="tag_bulks")
+    op.drop_table("tag_bulks")
     op.drop_index("ix_friendship_tags_tag_id_friendship_id", table_name="friendship_tags")
     op.drop_index(op.f("ix_friendship_tag_removals_tag_id"), table_name="friendship_tag_removals")
     op.drop_table("friendship_tag_removals")
