@@ -47,9 +47,10 @@ def run(ctx: Context) -> ReconcileReport:
     else:
         with transaction(ctx.session_factory) as session:
             directory.sync_departments(session, departments)
+    tags_read_at = utcnow()  # a tag change WeCom confirms after this is newer than the list
     tag_groups = gw.get_corp_tag_list()
     with transaction(ctx.session_factory) as session:
-        report.tag_groups, _ = tags.sync_library(session, tag_groups)
+        report.tag_groups, _ = tags.sync_library(session, tag_groups, tags_read_at)
 
     listed_at = utcnow()
     userids = gw.list_follow_users()

@@ -7,6 +7,7 @@ instead of being created twice."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from scrm.outbox.models import OutboxCommand, OutboxStatus
 from scrm.tags import library
 from scrm.tags import queries as tag_queries
 from scrm.tags.models import Tag, TagGroup, TagSyncState
+from scrm.timeutil import frozen_clock, utcnow
 from tests.conftest import SandboxServer, Scrm, build_scrm
 from tests.test_tag_sync import TagApi, our_view, wecom_view
 
@@ -190,3 +192,19 @@ def test_an_add_corp_tag_whose_answer_is_lost_is_adopted_not_duplicated(slow_scr
     assert group["sync_state"] == "synced" and group["group_id"].startswith("et")
     assert [g["group_name"] for g in scrm.sandbox.state.tag_groups.values()].count("意向") == 1
     assert our_view(api) == wecom_view(scrm)
+
+
+def test_a_pull_read_before_wecom_confirmed_a_change_does_not_undo_it(db_session: Any) -> None:
+    with frozen_clock(utcnow()) as advance:
+        library.sync_library(db_session, WECOM)
+        read_at = utcnow()  # a pull reads WeCom's list now …
+        advance(timedelta(seconds=1))
+        library.rename(db_session, "etTAG1", "A类客户")  # … then scrm's edit is sent and confirmed
+        command = db_session.scalars(select(OutboxCommand).where(OutboxCommand.kind == "edit_corp_tag")).one()
+        library.EDIT_CORP_TAG.on_sent(db_session, command, {"errcode": 0})  # type: ignore[misc]
+        advance(timedelta(seconds=1))
+        library.sync_library(db_session, WECOM, read_at)  # … and the older list is applied last
+        tag = db_session.scalar(select(Tag).where(Tag.tag_id == "etTAG1"))
+        assert tag.name == "A类客户" and tag.sync_state is TagSyncState.SYNCED
+        library.sync_library(db_session, WECOM, utcnow())  # a list read after it is WeCom's word
+        assert tag.name == "A类"

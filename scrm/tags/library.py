@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any, Literal
 
 from sqlalchemy import select, update
@@ -116,6 +117,7 @@ def _on_add_sent(session: Session, command: OutboxCommand, result: dict[str, Any
             group.sync_error = "WeCom lists this group twice; delete one"
             return
         group.group_id = str(answer["group_id"])
+        group.synced_at = utcnow()
         if answer.get("create_time"):
             group.wecom_created_at = from_unix(answer["create_time"])
         if not _others_in_flight(session, command):
@@ -535,12 +537,15 @@ def delete(session: Session, wecom_id: str) -> TagGroup | Tag:
 # --- WeCom → scrm ------------------------------------------------------------------------------
 
 
-def sync_library(session: Session, tag_groups: list[dict[str, Any]]) -> tuple[int, int]:
+def sync_library(
+    session: Session, tag_groups: list[dict[str, Any]], read_at: datetime | None = None
+) -> tuple[int, int]:
     """Make the corp rows equal get_corp_tag_list's full answer (doc 92117), field by field:
     group_id, group_name, order, create_time, deleted; id, name, order, create_time, deleted.
     Anything WeCom no longer lists is deleted — except local rows, provisional rows and rows
-    whose change is still on its way to WeCom (see the module docstring). Returns (groups, tags)
-    WeCom listed."""
+    whose change is still on its way to WeCom (see the module docstring). ``read_at``: when the
+    list was read; a row WeCom confirmed a change of since then (``on_sent``) is newer than the
+    list and is left as it is. Returns (groups, tags) WeCom listed."""
     now = utcnow()
     all_groups = list(session.scalars(select(TagGroup).options(selectinload(TagGroup.tags))))
     by_gid = {g.group_id: g for g in all_groups}
@@ -570,7 +575,7 @@ def sync_library(session: Session, tag_groups: list[dict[str, Any]]) -> tuple[in
                 session.add(group)
                 all_groups.append(group)
             by_gid[gid] = group
-        if group.sync_state is not TagSyncState.PENDING:
+        if group.sync_state is not TagSyncState.PENDING and not _newer(group, read_at):
             group.name = str(g.get("group_name", ""))[:64]
             group.order = int(g.get("order") or 0)
             group.is_deleted = bool(g.get("deleted", False))
@@ -607,7 +612,7 @@ def sync_library(session: Session, tag_groups: list[dict[str, Any]]) -> tuple[in
                     session.add(tag)
                     all_tags.append(tag)
                 by_tid[tid] = tag
-            if tag.sync_state is not TagSyncState.PENDING:
+            if tag.sync_state is not TagSyncState.PENDING and not _newer(tag, read_at):
                 tag.tag_group_id = group.id
                 tag.name = str(t.get("name", ""))[:64]
                 tag.order = int(t.get("order") or 0)
@@ -621,14 +626,18 @@ def sync_library(session: Session, tag_groups: list[dict[str, Any]]) -> tuple[in
             seen_tags.add(tid)
     session.flush()
     for group in all_groups:
-        if _mirrored_unlisted(group, group.group_id, seen_groups):
+        if _mirrored_unlisted(group, group.group_id, seen_groups) and not _newer(group, read_at):
             group.is_deleted = True
     for tag in all_tags:
-        if _mirrored_unlisted(tag, tag.tag_id, seen_tags):
+        if _mirrored_unlisted(tag, tag.tag_id, seen_tags) and not _newer(tag, read_at):
             tag.is_deleted = True
     _never_confirmed(session, all_groups)
     session.flush()
     return len(seen_groups), len(seen_tags)
+
+
+def _newer(row: TagGroup | Tag, read_at: datetime | None) -> bool:
+    return read_at is not None and row.synced_at is not None and row.synced_at > read_at
 
 
 def _mirrored_unlisted(row: TagGroup | Tag, wecom_id: str, seen: set[str]) -> bool:

@@ -7,6 +7,7 @@ friendship's tags are its ``tags`` collection of links, handed in by the friends
 from __future__ import annotations
 
 from collections.abc import Collection
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -15,10 +16,12 @@ from scrm.tags import library
 from scrm.tags.models import FriendshipTag, TagSource
 
 
-def sync_library(session: Session, tag_groups: list[dict[str, Any]]) -> tuple[int, int]:
+def sync_library(
+    session: Session, tag_groups: list[dict[str, Any]], read_at: datetime | None = None
+) -> tuple[int, int]:
     """Make the library equal get_corp_tag_list's answer, keeping local tags and scrm's changes
     still on their way to WeCom (scrm.tags.library.sync_library)."""
-    return library.sync_library(session, tag_groups)
+    return library.sync_library(session, tag_groups, read_at)
 
 
 def set_wecom_tags(links: list[FriendshipTag], tag_ids: list[str], keep: Collection[str] = ()) -> None:
