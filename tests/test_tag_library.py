@@ -208,3 +208,10 @@ def test_a_pull_read_before_wecom_confirmed_a_change_does_not_undo_it(db_session
         assert tag.name == "A类客户" and tag.sync_state is TagSyncState.SYNCED
         library.sync_library(db_session, WECOM, utcnow())  # a list read after it is WeCom's word
         assert tag.name == "A类"
+
+
+def test_the_demo_local_group_is_seeded_once(db_session: Any) -> None:
+    group = library.seed_demo_local_tags(db_session)
+    assert group is not None and group.is_local and [t.name for t in group.tags] == ["爽快", "犹豫", "难缠"]
+    assert library.seed_demo_local_tags(db_session) is None
+    assert db_session.scalar(select(func.count()).select_from(OutboxCommand)) == 0

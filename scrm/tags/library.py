@@ -683,3 +683,12 @@ def _never_confirmed(session: Session, groups: list[TagGroup]) -> None:
             if is_provisional(tag.tag_id) and tag.name in names and tag.sync_state is TagSyncState.PENDING:
                 tag.sync_state = TagSyncState.FAILED
                 tag.sync_error = note
+
+
+def seed_demo_local_tags(session: Session) -> TagGroup | None:
+    """The demo's local group (``make run``): tags a team keeps to itself, never sent to WeCom,
+    shown as 本地 Local beside the corp groups the sandbox's library brings. None if present."""
+    name = "内部备注"
+    if session.scalar(select(TagGroup.id).where(TagGroup.name == name, TagGroup.is_deleted.is_(False))):
+        return None
+    return create_group(session, name, ["爽快", "犹豫", "难缠"], local=True)
