@@ -19,7 +19,7 @@ from scrm.leads import ownership
 from scrm.leads import service as leads
 from scrm.leads.fields import parse_lead
 from scrm.leads.models import Lead, LeadGrade, LeadStatus, OwnershipReason
-from scrm.outbox.models import OutboxCommand
+from scrm.outbox.models import OutboxCommand, OutboxStatus
 from scrm.people import service as people
 from scrm.tagrules import queries as rule_queries
 from scrm.tagrules import service as rules
@@ -162,6 +162,8 @@ def test_a_removal_in_the_wecom_client_beats_a_rule_too(db_session: Session) -> 
     _rule(db_session, RuleTrigger.GROUP_JOIN, ["et_hot"], chat_ids=["wrOgAA"])
     f = _friend(db_session)
     assert rules.on_group_join(db_session, "wrOgAA", ["wm1"], make.at(1)) == {f.id: ["et_hot"]}
+    for command in db_session.scalars(select(OutboxCommand)):  # the drain sent the rule's mark_tag
+        command.status = OutboxStatus.SENT
     # The rep took it off in WeCom: edit_external_contact's detail lists no tags.
     friends.record_edit(
         db_session,
@@ -308,3 +310,14 @@ def test_deleting_a_rule_keeps_the_tags_it_applied(db_session: Session) -> None:
     rules.on_friend_added(db_session, f, make.at(0))
     rules.delete_rule(db_session, rule)
     assert _hits(db_session) == 0 and _tag_ids(f) == ["et_a"]
+
+
+def test_the_demo_rules_use_the_demo_tags_once(db_session: Session) -> None:
+    from scrm.tagrules.demo import seed_demo_rules
+
+    for name in ("A类", "B类", "C类"):
+        db_session.add(Tag(tag_id=f"et_{name}", name=name))
+    db_session.flush()
+    made = seed_demo_rules(db_session)
+    assert sorted(r.trigger.value for r in made) == ["group_join", "keyword", "lead_change", "on_add"]
+    assert seed_demo_rules(db_session) == []
