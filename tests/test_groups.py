@@ -265,6 +265,7 @@ def test_group_page_links_members_to_friends_and_customers(world: World) -> None
     assert 'id="joins-chart"' in page and page.count('class="bar join"') >= 2
     # 李娜 is nobody's friend: no friend link, and it says so.
     assert f'href="/console/friends/{world.rejoiner}"' not in page and "不是好友 Not a friend" in page
+    assert "李娜" in page  # nobody's friend: the name groupchat/get gave
 
 
 def test_local_tags_on_a_group_from_the_page(world: World) -> None:
@@ -326,6 +327,7 @@ def test_api_group_detail_and_rbac(world: World) -> None:
     )
     rejoiner = members[world.rejoiner]
     assert [j["quit_scene"] for j in rejoiner["joins"]] == [0, None] and rejoiner["left_at"] is None
+    assert rejoiner["name"] == "李娜" and rejoiner["friend_userids"] == [] and rejoiner["customer_id"] is None
     assert [j["event_join_scene"] for j in rejoiner["joins"]] == [0, 3]
     assert members["lisi"]["type"] == "staff" and members["lisi"]["friend_userids"] == []
     other = world.api("GET", f"/api/groups/{world.other_chat_id}", "zhangsan")
@@ -403,5 +405,12 @@ def test_manager_tags_a_group_in_the_browser(world: World) -> None:
             rows = page.locator("#groups-table tbody tr")
             assert rows.count() == 1 and rows.first.get_attribute("data-chat-id") == world.chat_id
             assert "高活跃群" in rows.first.inner_text()
+            page.screenshot(path="/tmp/scrm-desktop-groups.png", full_page=True)
+            phone = browser.new_context(viewport={"width": 390, "height": 844})
+            phone.add_cookies(page.context.cookies())
+            small = phone.new_page()
+            small.goto(f"{base}/console/groups/{world.chat_id}")
+            small.wait_for_selector("#joins-chart")
+            small.screenshot(path="/tmp/scrm-phone-group-detail.png", full_page=True)
         finally:
             browser.close()

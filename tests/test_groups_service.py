@@ -205,3 +205,32 @@ def test_events_handled_after_the_listing_moved_on(db_session) -> None:
         (at(5000), None, None, 3),
     ]
     assert member(db_session).joined_at == at(5000) and member(db_session).left_at is None
+
+
+def test_mem_change_list_with_one_item_parses_to_a_list() -> None:
+    """REFERENCE §2.2's gotcha: xmltodict makes one <Item> a string; our parser keeps a list."""
+    from scrm.wecom.parse import parse_envelope
+
+    xml = (
+        "<xml><ToUserName><![CDATA[ww1]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName>"
+        "<CreateTime>1403610513</CreateTime><MsgType><![CDATA[event]]></MsgType>"
+        "<Event><![CDATA[change_external_chat]]></Event><ChatId><![CDATA[wrX]]></ChatId>"
+        "<ChangeType><![CDATA[update]]></ChangeType><UpdateDetail><![CDATA[del_member]]></UpdateDetail>"
+        "<QuitScene>1</QuitScene><MemChangeCnt>1</MemChangeCnt>"
+        "<MemChangeList><Item>wmOgQhDgAAuXFJGwbve4g4iXknfOAAAA</Item></MemChangeList></xml>"
+    )
+    assert parse_envelope(xml).items["MemChangeList"] == ["wmOgQhDgAAuXFJGwbve4g4iXknfOAAAA"]
+    two = xml.replace("</Item></MemChangeList>", "</Item><Item>lisi</Item></MemChangeList>")
+    assert parse_envelope(two).items["MemChangeList"] == ["wmOgQhDgAAuXFJGwbve4g4iXknfOAAAA", "lisi"]
+    empty = parse_envelope(xml.replace("<Item>wmOgQhDgAAuXFJGwbve4g4iXknfOAAAA</Item>", ""))
+    assert empty.items.get("MemChangeList", []) == []
+
+
+def test_members_known_from_the_event_alone_get_their_type(db_session) -> None:
+    group = service.upsert_group(db_session, listing(OWNER), seen_at=at(10))
+    customers = service.record_membership_change(db_session, group, "add_member", ["lisi", EXT], "0", at(60))
+    assert customers == [EXT]  # the timeline and the group-join rules are for customers
+    assert member(db_session, "lisi").member_type is GroupMemberType.STAFF
+    assert member(db_session).member_type is GroupMemberType.EXTERNAL and member(db_session).joined_at == at(
+        60
+    )

@@ -49,6 +49,9 @@ class CustomerGroupMember(Base):
     customer_group_id: Mapped[int] = mapped_column(ForeignKey("customer_groups.id"))
     member_id: Mapped[str] = mapped_column(String(64), index=True)  # userid or external_userid
     member_type: Mapped[GroupMemberType] = mapped_column(StrEnumType(GroupMemberType))
+    # groupchat/get's name (need_name=1) or group nickname: all we know of a customer who is
+    # nobody's friend.
+    name: Mapped[str] = mapped_column(String(128), default="")
     join_scene: Mapped[int] = mapped_column(default=0)  # groupchat/get scale: 1 direct, 2 link, 3 QR
     joined_at: Mapped[datetime | None] = mapped_column()
     left_at: Mapped[datetime | None] = mapped_column()

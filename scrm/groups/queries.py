@@ -72,7 +72,7 @@ class GroupFilter:
     limit: int = 50
     offset: int = 0
 
-    def select(self) -> Select[tuple[CustomerGroup]]:
+    def select(self) -> Select[CustomerGroup]:
         stmt = select(CustomerGroup).where(CustomerGroup.is_dismissed.is_(self.dismissed))
         if self.visible is not None:
             stmt = stmt.where(_visible_clause(self.visible))

@@ -101,6 +101,11 @@ def upsert_group(
     members = _members(session, group.id)
     for member_id in touched:
         _mirror(session, group, member_id, joins[member_id], members)
+    for member_id, data in listed.items():
+        name = str(data.get("name") or data.get("group_nickname") or "")[:128]
+        member = members.get(member_id)
+        if member is not None and name and member.name != name:
+            member.name = name
     session.flush()
     return group
 

@@ -281,7 +281,7 @@ def group_detail(chat_id: str) -> str:
             link = links.get(m.member_id)
             spells = history.get(m.member_id, [])
             latest = spells[-1] if spells else None
-            name = (link.name if link else "") or staff_names.get(m.member_id, "") or m.member_id
+            name = (link.name if link else "") or staff_names.get(m.member_id, "") or m.name or m.member_id
             rows.append(
                 MemberRow(
                     member=m,

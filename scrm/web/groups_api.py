@@ -242,7 +242,7 @@ def get_group(chat_id: str) -> GroupDetailOut:
                 MemberOut(
                     member_id=m.member_id,
                     type="external" if m.member_type is GroupMemberType.EXTERNAL else "staff",
-                    name=(link.name if link else staff_names.get(m.member_id, "")) or "",
+                    name=(link.name if link else staff_names.get(m.member_id, "")) or m.name,
                     joined_at=_iso(m.joined_at),
                     join_scene=m.join_scene or None,
                     left_at=_iso(m.left_at),

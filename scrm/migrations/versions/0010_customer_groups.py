@@ -19,6 +19,8 @@ Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 def upgrade() -> None:
     with op.batch_alter_table("customer_groups") as batch:
         batch.add_column(sa.Column("dismissed_at", sa.DateTime(timezone=True), nullable=True))
+    with op.batch_alter_table("customer_group_members") as batch:
+        batch.add_column(sa.Column("name", sa.String(length=128), nullable=False, server_default=""))
     op.create_table(
         "customer_group_joins",
         sa.Column("id", Id, nullable=False),
@@ -79,5 +81,7 @@ def downgrade() -> None:
     op.drop_index("ix_customer_group_joins_group_joined_at", table_name="customer_group_joins")
     op.drop_index("ix_customer_group_joins_group_member", table_name="customer_group_joins")
     op.drop_table("customer_group_joins")
+    with op.batch_alter_table("customer_group_members") as batch:
+        batch.drop_column("name")
     with op.batch_alter_table("customer_groups") as batch:
         batch.drop_column("dismissed_at")
