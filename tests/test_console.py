@@ -586,7 +586,7 @@ def test_console_in_a_real_browser(tmp_path: Path) -> None:
             expect(page.locator("#friends-table")).to_contain_text("王小美 Amy")
 
             # Filter: VIP tag, all statuses.
-            page.select_option("select[name=tag_id]", "t_vip")
+            page.select_option("select[name=tag]", "t_vip")
             page.select_option("select[name=status]", "all")
             page.get_by_role("button", name="筛选 Filter").click()
             rows = page.locator("#friends-table tbody tr")

@@ -144,3 +144,21 @@ def test_removed_by_hand_answers_large_sets_in_chunks(db_session):
     friends.change_tags(db_session, f, [], ["et_a"], actor="zhangsan")
     assert tag_queries.removed_by_hand(db_session, range(1, 2000), ["et_a"]) == {(f.id, "et_a")}
     assert tag_queries.removed_by_hand(db_session, [], ["et_a"]) == set()
+
+
+def test_an_edit_read_before_our_mark_tag_is_sent_is_not_a_removal(db_session):
+    _tags(db_session, "et_a", "et_b")
+    f = _friend(db_session, tag_ids=["et_a"])
+    friends.change_tags(db_session, f, ["et_b"], ["et_a"], actor="zhangsan")  # queued, not sent
+    # The rep edits the remark in WeCom before the outbox runs: WeCom still lists et_a, not et_b.
+    friends.record_edit(
+        db_session,
+        userid="zhangsan",
+        external_userid="wm1",
+        detail=make.detail("wm1", read=60, tag_ids=["et_a"]),
+        occurred_at=make.at(60),
+        inbox_id=None,
+    )
+    assert [link.tag_id for link in f.tags] == ["et_b"]
+    assert tag_queries.removed_by_hand(db_session, [f.id], ["et_b"]) == set()
+    assert tag_queries.removed_by_hand(db_session, [f.id], ["et_a"]) == {(f.id, "et_a")}  # ours, by hand

@@ -32,6 +32,7 @@ from scrm.errors import InvalidInput
 from scrm.friends.models import OPEN_STATUSES, Friendship, FriendshipStatus
 from scrm.outbox import kinds
 from scrm.outbox import service as outbox
+from scrm.outbox.models import OutboxCommand, OutboxStatus
 from scrm.people import service as people
 from scrm.tags import queries as tag_queries
 from scrm.tags import service as tags
@@ -233,6 +234,11 @@ def apply_detail(
         kinds = tag_queries.kinds_of(session, held)
         local = {t for t in held if kinds.get(t) == "local"}
         listed = _corp_tag_ids(follow)
+        if set(listed) != held - local:
+            # What scrm asked WeCom to change and the outbox has not sent yet is not in the
+            # answer: those adds are not the rep's removals, nor those removals their re-adds.
+            adding, removing = _mark_tags_in_flight(session, friendship)
+            listed = [t for t in dict.fromkeys([*listed, *sorted(adding & held)]) if t not in removing]
         tags.set_wecom_tags(friendship.tags, listed, keep=local)
         if edited_in_wecom:
             by = f"wecom:{friendship.userid}"
@@ -418,6 +424,26 @@ def _enqueue_mark_tag(
     outbox.enqueue(
         session, MARK_TAG, payload, key, ref=ref or f"friend:{friendship.external_userid}:{friendship.userid}"
     )
+
+
+def _mark_tags_in_flight(session: Session, friendship: Friendship) -> tuple[set[str], set[str]]:
+    """Tags a queued, not yet sent mark_tag adds to and removes from this relationship. Read
+    through the outbox's status index: only open rows (few, except while a bulk drains)."""
+    adding: set[str] = set()
+    removing: set[str] = set()
+    rows = session.scalars(
+        select(OutboxCommand.payload).where(
+            OutboxCommand.status.in_((OutboxStatus.PENDING, OutboxStatus.SENDING)),
+            OutboxCommand.kind == MARK_TAG.name,
+        )
+    )
+    for payload in rows:
+        if payload.get("userid") == friendship.userid and payload.get("external_userid") == (
+            friendship.external_userid
+        ):
+            adding.update(str(t) for t in payload.get("add_tag") or [])
+            removing.update(str(t) for t in payload.get("remove_tag") or [])
+    return adding - removing, removing - adding
 
 
 def _record_removals(session: Session, friendship: Friendship, tag_ids: list[str], by: str) -> None:
