@@ -302,3 +302,26 @@ def test_a_big_batch_costs_a_few_statements(db_session: Session) -> None:
     open_waits = select(func.count()).select_from(ChatSignal).where(ChatSignal.waiting_since.is_not(None))
     waiting = db_session.scalar(open_waits)
     assert waiting == 1500
+
+
+def test_a_row_inserted_meanwhile_is_folded_onto(db_session: Session, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another ingest inserts a friendship's first row between this one's read and its insert:
+    the insert does nothing for it, and this batch is folded onto the row that won."""
+    from scrm.chat import signals
+
+    fid = _friendship(db_session)
+    record(db_session, [_c(fid, bj(7, 10))])  # the row "the other ingest" wrote
+    real = signals._fold_stored
+    calls: list[list[int]] = []
+
+    def blind_first_read(connection: Any, dialect: str, table: Any, ids: list[int], *rest: Any) -> set[int]:
+        calls.append(list(ids))
+        if len(calls) == 1:
+            return set()  # as if read before the other ingest's row was there
+        return real(connection, dialect, table, ids, *rest)
+
+    monkeypatch.setattr(signals, "_fold_stored", blind_first_read)
+    assert record(db_session, [_r(fid, bj(7, 10, 30))]) == 1
+    assert calls == [[fid], [fid]]
+    s = _signal(db_session, fid)
+    assert s["waiting"] is None and (s["latest_s"], s["count"]) == (30 * 60, 1)
