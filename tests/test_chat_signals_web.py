@@ -244,6 +244,49 @@ def test_sidebar_shows_the_signals(site: Site) -> None:
     assert client.get("/sidebar/?external_userid=wm_bob").status_code == 403
 
 
+def test_archived_messages_reach_the_sidebar_and_the_api(site: Site) -> None:
+    """End to end from the archive's decrypted messages (doc 91774) through chat.service.ingest."""
+    from scrm.chat.service import ingest
+
+    def message(n: int, sender: str, to: str, moment: datetime) -> dict[str, Any]:
+        return {
+            "msgid": f"m{n}",
+            "action": "send",
+            "from": sender,
+            "tolist": [to],
+            "roomid": "",
+            "msgtime": int(moment.timestamp() * 1000),
+            "msgtype": "text",
+            "text": {"content": f"消息 {n}"},
+        }
+
+    friday = datetime(2026, 12, 4, 17, 50, tzinfo=SHANGHAI)
+    monday = datetime(2026, 12, 7, 9, 10, tzinfo=SHANGHAI)
+    batch = [
+        message(1, "wm_new", "alice", friday),
+        message(2, "alice", "wm_new", monday),
+        message(3, "wm_new", "alice", monday + timedelta(minutes=20)),
+    ]
+    factory = site.app.extensions["scrm"].ctx.session_factory
+    with transaction(factory) as db:
+        report = ingest(db, batch, hours=HOURS)
+    assert report.new == 3 and report.signalled == 1
+    with transaction(factory) as db:  # the archive delivers the same messages again
+        assert ingest(db, batch, hours=HOURS).signalled == 0
+
+    item = next(i for i in site.api("alice").get_json()["items"] if i["external_userid"] == "wm_new")
+    assert item["first_response_s"] == 20 * 60  # Friday 17:50 → Monday 09:10: 20 working minutes
+    assert item["waiting_since"] == _iso((monday + timedelta(minutes=20)).astimezone(UTC))
+    assert "wm_new" in _exts(site.api("alice", "?waiting=true"))
+
+    client = site.app.test_client()
+    _login(client, "alice")
+    html = client.get("/sidebar/?external_userid=wm_new").get_data(as_text=True)
+    assert 'id="waiting">等待回复 Waiting for our reply since 2026-12-07 09:30:00' in html
+    assert re.search(r'id="first-response">20 分钟 20 min', html)
+    assert re.search(r'id="last-rep">2026-12-07 09:10:00', html)
+
+
 @pytest.mark.browser
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's Chromium (/usr/bin/chromium) is not installed")
 def test_signals_fit_a_phone(site: Site) -> None:
