@@ -7,21 +7,33 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from handlers import register
+from scrm.errors import WeComRejected
 from scrm.groups import service as groups
 from scrm.tagrules import service as tagrules
 from scrm.timeutil import from_unix
 from scrm.wecom.gateway import WeComGateway
 from scrm.wecom.parse import Envelope
 
+CHAT_NOT_FOUND = 40050  # groupchat/get: no such (live) customer group (doc 92122)
+
 
 def fetch_group(gateway: WeComGateway, envelope: Envelope) -> dict[str, Any]:
     # The detail may lag the event (REFERENCE §2.2); a later update or reconcile heals it.
-    return gateway.get_group_chat(envelope.get("ChatId"))
+    try:
+        return gateway.get_group_chat(envelope.get("ChatId"))
+    except WeComRejected as error:
+        if error.errcode != CHAT_NOT_FOUND:
+            raise
+        # Dismissed before we read it: the event alone still says who joined or left.
+        return {}
 
 
 @register("event", "change_external_chat", "create", prepare=fetch_group)
 def on_create(session: Session, envelope: Envelope, detail: dict[str, Any], _: int | None) -> None:
-    groups.upsert_group(session, detail or {"chat_id": envelope.get("ChatId")})
+    group = groups.upsert_group(session, detail or {"chat_id": envelope.get("ChatId")})
+    # The customers a group starts with joined it too (member type 2: external, doc 92122).
+    members = [str(m["userid"]) for m in (detail or {}).get("member_list") or [] if m.get("type") == 2]
+    tagrules.on_group_join(session, group.chat_id, members, from_unix(envelope.create_time))
 
 
 @register("event", "change_external_chat", "update", prepare=fetch_group)

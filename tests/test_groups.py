@@ -21,6 +21,7 @@ from scrm.directory import service as directory
 from scrm.schema import (
     Contact,
     Customer,
+    CustomerGroup,
     CustomerGroupJoin,
     CustomerGroupMember,
     CustomerKind,
@@ -205,6 +206,22 @@ def test_reconcile_heals_a_leave_and_rejoin_whose_callbacks_never_came(world: Wo
     assert [(r.joined_at, r.left_at) for r in world.joins(world.friend)] == [
         (r.joined_at, r.left_at) for r in after
     ]
+
+
+def test_a_leave_read_after_the_group_was_dismissed_still_counts(world: World) -> None:
+    driver = world.scrm.driver
+    driver.deliver = False
+    leave = driver.leave_group(world.chat_id, world.friend, quit_scene=1)
+    dismiss = driver.dismiss_group(world.chat_id)
+    driver.deliver = True
+    # WeCom answers groupchat/get with 40050 by the time we read it; the event still says who left.
+    assert driver.redeliver(leave) == 200 and driver.redeliver(dismiss) == 200
+    world.scrm.settle()
+    (row,) = world.joins(world.friend)
+    assert row.left_at is not None and row.quit_scene == 1 and row.has_leave_event
+    with world.scrm.session() as db:
+        group = db.scalars(select(CustomerGroup).where(CustomerGroup.chat_id == world.chat_id)).one()
+        assert group.is_dismissed and group.dismissed_at is not None and group.name == "展会客户群"
 
 
 def test_dismissed_group_is_listed_apart(world: World) -> None:
