@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from scrm.chat.models import ChatAction, ChatDirection, ChatMessage
@@ -71,8 +71,8 @@ def friends_with_signals(
 ) -> list[tuple[Friendship, ChatSignal | None]]:
     """A page of friends (``f``: visibility, filters, page) with their signals, filtered and sorted
     in SQL on chat_signals' indexes (last_message_at, waiting_since) joined by primary key."""
-    stmt = friend_queries.friends_query(f).outerjoin(ChatSignal, ChatSignal.friendship_id == Friendship.id)
-    stmt = stmt.add_columns(ChatSignal)
+    base = friend_queries.friends_query(f).outerjoin(ChatSignal, ChatSignal.friendship_id == Friendship.id)
+    stmt: Select[Any] = base.add_columns(ChatSignal)
     if signals.silent_days is not None:
         cutoff = (now or utcnow()) - timedelta(days=signals.silent_days)
         stmt = stmt.where(
