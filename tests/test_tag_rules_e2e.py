@@ -243,3 +243,14 @@ def test_the_api_checks_rules_and_refuses_reps(scrm, setup) -> None:
     assert _api(scrm, "GET", f"/api/tag-rules/{rule['id']}", setup["manager"]).status_code == 404
     paths = _api(scrm, "GET", "/api/openapi.json", setup["manager"]).json()["paths"]
     assert {"/api/tag-rules", "/api/tag-rules/{rule_id}"} <= set(paths)
+
+
+def test_customers_a_group_starts_with_have_joined_it(scrm, setup) -> None:
+    member = setup["tags"]["群友"]
+    _rule(scrm, setup, name="进群", trigger="group_join", tag_ids=[member])
+    ext = scrm.driver.new_customer("首批群友")
+    scrm.driver.add_customer("zhangsan", ext)
+    scrm.settle()
+    scrm.driver.create_group("zhangsan", "新品体验群", members=[ext])
+    scrm.settle()
+    assert _tags_of(scrm, ext) == {member: TagSource.RULE} and _in_wecom(scrm, ext) == [member]
