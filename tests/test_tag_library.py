@@ -215,3 +215,22 @@ def test_the_demo_local_group_is_seeded_once(db_session: Any) -> None:
     assert group is not None and group.is_local and [t.name for t in group.tags] == ["爽快", "犹豫", "难缠"]
     assert library.seed_demo_local_tags(db_session) is None
     assert db_session.scalar(select(func.count()).select_from(OutboxCommand)) == 0
+
+
+def test_a_delete_wecom_calls_already_done_is_settled_by_the_next_pull(scrm: Scrm) -> None:
+    api = TagApi(scrm)
+    reconcile.run(scrm.ctx)
+    group = api.library()[0]
+    tag_id = group["tags"][0]["tag_id"]
+    scrm.sandbox.state.delete_tags([tag_id], [])  # gone in WeCom already (an admin was quicker)
+    assert api.call("DELETE", f"/api/tags/{tag_id}", "mia")["sync_state"] == "pending"
+    scrm.settle()  # del_corp_tag answers 40068: done, with nothing to call back
+    with scrm.session() as db:
+        command = db.scalar(select(OutboxCommand).where(OutboxCommand.kind == "del_corp_tag"))
+        assert command is not None and command.status is OutboxStatus.SENT and command.last_errcode == 40068
+        assert db.scalar(select(Tag.sync_state).where(Tag.tag_id == tag_id)) is TagSyncState.PENDING
+    reconcile.run(scrm.ctx)
+    with scrm.session() as db:
+        row = db.scalar(select(Tag).where(Tag.tag_id == tag_id))
+        assert row is not None and row.is_deleted and row.sync_state is TagSyncState.SYNCED
+    assert our_view(api) == wecom_view(scrm)

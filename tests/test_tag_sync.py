@@ -16,7 +16,7 @@ from jobs import reconcile
 from scrm.db import transaction
 from scrm.directory import service as directory
 from scrm.directory.models import Staff, StaffRole
-from scrm.tags.models import Tag, TagGroup
+from scrm.tags.models import Tag, TagGroup, TagSyncState
 from scrm.timeutil import frozen_clock, to_unix, utcnow
 from tests.conftest import Scrm
 
@@ -224,6 +224,9 @@ def test_hundred_wecom_changes_and_twenty_scrm_changes_end_equal(scrm: Scrm) -> 
         assert scrm.pending_outbox() == 0
         assert our_view(api) == wecom_view(scrm)
         assert all(g["sync_state"] == "synced" for g in api.library())
+        with scrm.session() as db:  # deleted rows too: nothing is left waiting
+            states = [*db.scalars(select(TagGroup.sync_state)), *db.scalars(select(Tag.sync_state))]
+            assert set(states) == {TagSyncState.SYNCED}
         assert_rows_match_sandbox(scrm)
         assert "预算" not in {g["group_name"] for g in state.tag_groups.values() if not g["deleted"]}
         # A last full pull changes nothing, and the local group is still there, never sent.

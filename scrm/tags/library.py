@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, Literal
 
@@ -157,20 +157,36 @@ def _on_add_dead(session: Session, command: OutboxCommand) -> None:
             tag.sync_error = note
 
 
+def _along(row: TagGroup | Tag, command: OutboxCommand) -> list[TagGroup | Tag]:
+    """The row a command names, and for a deletion the rows it took along: a group's tags, or
+    the group its last tag emptied (WeCom deletes that group itself, doc 92117)."""
+    rows: list[TagGroup | Tag] = [row]
+    if command.kind != DEL_CORP_TAG.name:
+        return rows
+    if isinstance(row, TagGroup):
+        rows += [t for t in row.tags if t.is_deleted and t.sync_state is TagSyncState.PENDING]
+    elif row.group is not None and row.group.is_deleted and row.group.sync_state is TagSyncState.PENDING:
+        rows.append(row.group)
+    return rows
+
+
 def _on_change_sent(session: Session, command: OutboxCommand, result: dict[str, Any]) -> None:
     row = _ref_row(session, command.ref)
-    if row is not None and not _others_in_flight(session, command):
-        row.sync_state = TagSyncState.SYNCED
-        row.sync_error = ""
-        row.synced_at = utcnow()
+    if row is None or _others_in_flight(session, command):
+        return
+    for item in _along(row, command):
+        item.sync_state = TagSyncState.SYNCED
+        item.sync_error = ""
+        item.synced_at = utcnow()
 
 
 def _on_change_dead(session: Session, command: OutboxCommand) -> None:
-    """The row shows FAILED until the next pull puts WeCom's truth back into it."""
+    """The rows show FAILED until the next pull puts WeCom's truth back into them."""
     row = _ref_row(session, command.ref)
     if row is not None:
-        row.sync_state = TagSyncState.FAILED
-        row.sync_error = _failure_note(command)
+        for item in _along(row, command):
+            item.sync_state = TagSyncState.FAILED
+            item.sync_error = _failure_note(command)
 
 
 ADD_CORP_TAG = kinds.register(
@@ -553,6 +569,7 @@ def sync_library(
     by_tid = {t.tag_id: t for t in all_tags}
     seen_groups: set[str] = set()
     seen_tags: set[str] = set()
+    held = _holder(session)
     for g in tag_groups:
         gid = str(g["group_id"])
         group = by_gid.get(gid)
@@ -575,7 +592,7 @@ def sync_library(
                 session.add(group)
                 all_groups.append(group)
             by_gid[gid] = group
-        if group.sync_state is not TagSyncState.PENDING and not _newer(group, read_at):
+        if not held(group) and not _newer(group, read_at):
             group.name = str(g.get("group_name", ""))[:64]
             group.order = int(g.get("order") or 0)
             group.is_deleted = bool(g.get("deleted", False))
@@ -612,7 +629,7 @@ def sync_library(
                     session.add(tag)
                     all_tags.append(tag)
                 by_tid[tid] = tag
-            if tag.sync_state is not TagSyncState.PENDING and not _newer(tag, read_at):
+            if not held(tag) and not _newer(tag, read_at):
                 tag.tag_group_id = group.id
                 tag.name = str(t.get("name", ""))[:64]
                 tag.order = int(t.get("order") or 0)
@@ -626,11 +643,17 @@ def sync_library(
             seen_tags.add(tid)
     session.flush()
     for group in all_groups:
-        if _mirrored_unlisted(group, group.group_id, seen_groups) and not _newer(group, read_at):
+        if _mirrored_unlisted(group, group.group_id, seen_groups, held) and not _newer(group, read_at):
             group.is_deleted = True
     for tag in all_tags:
-        if _mirrored_unlisted(tag, tag.tag_id, seen_tags) and not _newer(tag, read_at):
+        if _mirrored_unlisted(tag, tag.tag_id, seen_tags, held) and not _newer(tag, read_at):
             tag.is_deleted = True
+    for row in (*all_groups, *all_tags):
+        # deleted here, its del_corp_tag over ("already done"), and WeCom agrees: settled
+        if row.is_deleted and row.sync_state is TagSyncState.PENDING and not held(row):
+            wecom_id = row.group_id if isinstance(row, TagGroup) else row.tag_id
+            if not is_provisional(wecom_id) and wecom_id not in seen_groups | seen_tags:
+                row.sync_state = TagSyncState.SYNCED
     _never_confirmed(session, all_groups)
     session.flush()
     return len(seen_groups), len(seen_tags)
@@ -640,15 +663,40 @@ def _newer(row: TagGroup | Tag, read_at: datetime | None) -> bool:
     return read_at is not None and row.synced_at is not None and row.synced_at > read_at
 
 
-def _mirrored_unlisted(row: TagGroup | Tag, wecom_id: str, seen: set[str]) -> bool:
+def _mirrored_unlisted(
+    row: TagGroup | Tag, wecom_id: str, seen: set[str], held: Callable[[TagGroup | Tag], bool]
+) -> bool:
     return (
         not row.is_deleted
         and not row.is_local
         and not wecom_id.startswith(LOCAL_PREFIX)
         and not is_provisional(wecom_id)
-        and row.sync_state is not TagSyncState.PENDING
+        and not held(row)
         and wecom_id not in seen
     )
+
+
+def _holder(session: Session) -> Callable[[TagGroup | Tag], bool]:
+    """Whether a row's change is still on its way to WeCom: PENDING with an add/edit/del_corp_tag
+    for it (or its group, or for a group one of its tags) not yet sent. A PENDING row whose
+    command is over without calling back (an answer that says "already done") is not held."""
+    flying = set(
+        session.scalars(
+            select(OutboxCommand.ref).where(
+                OutboxCommand.status.in_(_IN_FLIGHT),
+                OutboxCommand.kind.in_((ADD_CORP_TAG.name, EDIT_CORP_TAG.name, DEL_CORP_TAG.name)),
+            )
+        )
+    )
+
+    def held(row: TagGroup | Tag) -> bool:
+        if row.sync_state is not TagSyncState.PENDING or row.id is None:
+            return False
+        if isinstance(row, TagGroup):
+            return f"tag_group:{row.id}" in flying or any(f"tag:{t.id}" in flying for t in row.tags)
+        return f"tag:{row.id}" in flying or f"tag_group:{row.tag_group_id}" in flying
+
+    return held
 
 
 def _never_confirmed(session: Session, groups: list[TagGroup]) -> None:
