@@ -24,6 +24,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, selectinload, sessionmaker
@@ -199,7 +200,8 @@ def run(factory: sessionmaker[Session], bulk_id: str, *, now: datetime | None = 
     started = now or utcnow()
     stale = started - STALE_AFTER
     with transaction(factory) as session:
-        claimed = session.execute(
+        # An UPDATE's result is a CursorResult, which counts the rows it matched.
+        result: Any = session.execute(
             update(TagBulk)
             .where(
                 TagBulk.bulk_id == bulk_id,
@@ -207,7 +209,8 @@ def run(factory: sessionmaker[Session], bulk_id: str, *, now: datetime | None = 
                 | ((TagBulk.status == TagBulkStatus.RUNNING) & (TagBulk.progressed_at < stale)),
             )
             .values(status=TagBulkStatus.RUNNING.value, progressed_at=started, done=0, changed=0, skipped=0)
-        ).rowcount
+        )
+        claimed = int(result.rowcount or 0)
         if not claimed:
             return False
         row = find(session, bulk_id)

@@ -45,7 +45,7 @@ def friends_query(f: FriendFilter) -> Select[Friendship]:
     return stmt.order_by(Friendship.added_at.desc(), Friendship.id.desc()).limit(f.limit).offset(f.offset)
 
 
-def friendship_ids_query(f: FriendFilter) -> Select[tuple[int]]:
+def friendship_ids_query(f: FriendFilter) -> Select[int]:
     """The ids of every friendship the filter matches (no page): what a bulk action works on."""
     return filtered(select(Friendship.id), f).order_by(Friendship.id)
 
