@@ -648,7 +648,8 @@ def sync_library(
     for tag in all_tags:
         if _mirrored_unlisted(tag, tag.tag_id, seen_tags, held) and not _newer(tag, read_at):
             tag.is_deleted = True
-    for row in (*all_groups, *all_tags):
+    rows: list[TagGroup | Tag] = [*all_groups, *all_tags]
+    for row in rows:
         # deleted here, its del_corp_tag over ("already done"), and WeCom agrees: settled
         if row.is_deleted and row.sync_state is TagSyncState.PENDING and not held(row):
             wecom_id = row.group_id if isinstance(row, TagGroup) else row.tag_id
