@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import create_engine, func, or_, select, text
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from config import Settings, load_settings
@@ -127,12 +127,19 @@ class Scrm:
                 return
 
     def pending_outbox(self) -> int:
+        """Outbox rows still to send: due now, or tried already (a reminder queued for later and
+        never tried is not waited for)."""
+        from scrm.timeutil import utcnow
+
         with self.ctx.session_factory() as session:
             return (
                 session.scalar(
                     select(func.count())
                     .select_from(OutboxCommand)
-                    .where(OutboxCommand.status.in_((OutboxStatus.PENDING, OutboxStatus.SENDING)))
+                    .where(
+                        OutboxCommand.status.in_((OutboxStatus.PENDING, OutboxStatus.SENDING)),
+                        or_(OutboxCommand.next_attempt_at <= utcnow(), OutboxCommand.attempts > 0),
+                    )
                 )
                 or 0
             )

@@ -162,3 +162,21 @@ def test_counts_are_summed_across_processes(tmp_path: Path, database_url: str) -
         cwd=root,
     ).stdout
     assert value(parse(out), "scrm_callbacks_total", outcome="stored", reason="") == 6
+
+
+def test_a_reminder_queued_for_tomorrow_is_open_but_not_late(db_session) -> None:
+    from scrm.friends.service import MESSAGE_SEND
+    from scrm.outbox import service as outbox
+    from scrm.timeutil import utcnow
+    from scrm.web import metrics
+
+    now = utcnow()
+    payload = {"touser": "zhangsan", "msgtype": "text", "text": {"content": "回电话"}}
+    outbox.enqueue(db_session, MESSAGE_SEND, payload, "reminder:1", not_before=now + timedelta(days=1))
+    backlog = metrics.outbox_backlog(db_session)
+    assert backlog.by_status["pending"] == 1
+    assert backlog.oldest_at is None  # scheduled, not waiting
+    outbox.enqueue(db_session, MESSAGE_SEND, payload, "alert:1")
+    backlog = metrics.outbox_backlog(db_session)
+    assert backlog.by_status["pending"] == 2
+    assert backlog.oldest_age_s(utcnow()) is not None

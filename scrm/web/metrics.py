@@ -41,7 +41,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
+from sqlalchemy import case, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from scrm.db import read, transaction
@@ -132,10 +132,15 @@ class Backlog:
         return None if self.oldest_at is None else max((now - self.oldest_at).total_seconds(), 0.0)
 
 
-def _backlog(session: Session, model: Any, since: Any, statuses: Iterable[Any]) -> Backlog:
+def _backlog(
+    session: Session, model: Any, since: Any, statuses: Iterable[Any], *, waiting: Any = None
+) -> Backlog:
+    """Open rows by status, and the oldest ``since`` among those ``waiting`` (all open rows when
+    None): a row scheduled for later is open but not late."""
     wanted = list(statuses)
+    oldest_of = since if waiting is None else case((waiting, since))
     rows = session.execute(
-        select(model.status, func.count(), func.min(since))
+        select(model.status, func.count(), func.min(oldest_of))
         .where(model.status.in_(wanted))
         .group_by(model.status)
     ).all()
@@ -155,8 +160,10 @@ def inbox_backlog(session: Session) -> Backlog:
 
 
 def outbox_backlog(session: Session) -> Backlog:
-    """Outbox commands still to be sent (pending, sending) and the oldest's creation."""
-    return _backlog(session, OutboxCommand, OutboxCommand.created_at, OUTBOX_OPEN)
+    """Outbox commands still to be sent (pending, sending) and the oldest's creation among those
+    that are due or were tried: a reminder queued for tomorrow (``not_before``) is not a backlog."""
+    waiting = or_(OutboxCommand.next_attempt_at <= utcnow(), OutboxCommand.attempts > 0)
+    return _backlog(session, OutboxCommand, OutboxCommand.created_at, OUTBOX_OPEN, waiting=waiting)
 
 
 def dead_letters(session: Session) -> dict[tuple[str, str], int]:
