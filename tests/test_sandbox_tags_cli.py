@@ -50,7 +50,9 @@ def test_cli_changes_reach_scrm_and_no_callback_waits_for_reconcile(scrm: Scrm) 
     tags(scrm, "create", "--group", "新组", "甲", "--no-callback")
     scrm.settle()
     assert our_view(api) != wecom_view(scrm)
-    reconcile.run(scrm.ctx)
+    env = {"SCRM_DATABASE_URL": scrm.ctx.settings.database_url, "WECOM_API_BASE": scrm.sandbox.api_base}
+    healed = CliRunner().invoke(cli, ["reconcile"], env=env, catch_exceptions=False)  # the real command
+    assert healed.exit_code == 0 and json.loads(healed.output.strip().splitlines()[-1])["tag_groups"] > 0
     assert our_view(api) == wecom_view(scrm)
     human = tags(scrm, "list")
     assert "新组" in human and "春" not in human.split("活动")[1].split("\n")[1]
