@@ -66,20 +66,37 @@ def _near_miss(rng: random.Random, keyword: str) -> str:
 def generate(
     count: int, *, seed: int = 12, rules: int = 8, reps: int = 4, friends: int = 200, hit_rate: float = 0.03
 ) -> Archive:
+    archive = plan(seed=seed, rules=rules, reps=reps, friends=friends)
+    archive.messages = list(stream(archive, count, seed=seed, hit_rate=hit_rate))
+    return archive
+
+
+def plan(*, seed: int = 12, rules: int = 8, reps: int = 4, friends: int = 200) -> Archive:
+    """Rules, reps and friends; no messages yet (``stream`` makes them)."""
     rng = random.Random(seed)  # noqa: S311 - test data
-    pool = list(KEYWORD_POOL)
-    rng.shuffle(pool)
+    pool: list[str] = []
     rule_list = []
     for rule_id in range(1, rules + 1):
-        keywords = [pool.pop() for _ in range(rng.choice((1, 2, 3)))] if pool else [f"关键词{rule_id}"]
+        if len(pool) < 3:  # more rules than the pool: keywords repeat across rules (benchmarks only)
+            pool = list(KEYWORD_POOL)
+            rng.shuffle(pool)
+        keywords = [pool.pop() for _ in range(rng.choice((1, 2, 3)))]
         rule_list.append((rule_id, keywords, rule_id % 2 == 1))
     rep_ids = [f"rep{i:02d}" for i in range(1, reps + 1)]
     friend_list = [(f"wmGen{i:06d}", rep_ids[i % reps]) for i in range(friends)]
-    archive = Archive(rep_ids, friend_list, rule_list, [])
+    return Archive(rep_ids, friend_list, rule_list, [])
+
+
+def stream(archive: Archive, count: int, *, seed: int = 12, hit_rate: float = 0.03) -> Iterator[dict[str, Any]]:
+    """``count`` messages (a few more when the last round adds a recall or a redelivery), adding
+    the planted hits to ``archive.expected`` and counting redeliveries as it goes."""
+    rng = random.Random(seed + 1)  # noqa: S311 - test data
+    friend_list, rule_list, rep_ids = archive.friends, archive.rules, archive.reps
+    recent: list[dict[str, Any]] = []  # what a redelivery repeats
     base_ms = 1_765_000_000_000
-    recall_done = False
+    made = 0
     serial = 0
-    while len(archive.messages) < count:
+    while made < count:
         serial += 1
         ext, rep = friend_list[rng.randrange(len(friend_list))]
         msgtime = base_ms + serial * 1500
@@ -118,30 +135,31 @@ def generate(
             message["roomid"] = f"wrGen{rng.randrange(20):04d}"
             message["tolist"] = [rep, ext, rep_ids[0]]
             message["text"] = {"content": keyword + _filler(rng)}
-        archive.messages.append(message)
-        if not recall_done and serial == 50:
-            # The customer recalls a message containing a keyword: the recall notice never counts
-            # (the notice has no text; the keyword message it names was planted as a hit above
-            # only if roll said so).
-            archive.messages.append(
-                {
-                    "msgid": f"gen{seed}_{serial}_recall",
-                    "action": "recall",
-                    "from": ext,
-                    "tolist": [rep],
-                    "roomid": "",
-                    "msgtime": msgtime + 10,
-                    "msgtype": "revoke",
-                    "revoke": {"pre_msgid": msgid},
-                }
-            )
-            recall_done = True
-        if rng.random() < 0.02 and len(archive.messages) < count:  # a redelivery of an earlier one
-            archive.messages.append(dict(archive.messages[rng.randrange(len(archive.messages))]))
+        yield message
+        made += 1
+        recent.append(message)
+        if len(recent) > 1000:
+            del recent[:500]
+        if serial == 50:
+            # The customer recalls a message: the recall notice (no text) never counts.
+            yield {
+                "msgid": f"gen{seed}_{serial}_recall",
+                "action": "recall",
+                "from": ext,
+                "tolist": [rep],
+                "roomid": "",
+                "msgtime": msgtime + 10,
+                "msgtype": "revoke",
+                "revoke": {"pre_msgid": msgid},
+            }
+            made += 1
+        if rng.random() < 0.02:  # a redelivery of an earlier message (same msgid)
+            yield dict(recent[rng.randrange(len(recent))])
+            made += 1
             archive.redelivered += 1
-    return archive  # a few more than ``count`` when the last round added a recall or a redelivery
 
 
 def lines(archive: Archive) -> Iterator[str]:
+    """The messages as JSON lines (what ``scrm chat import`` reads)."""
     for message in archive.messages:
         yield json.dumps(message, ensure_ascii=False) + "\n"

@@ -277,15 +277,16 @@ def test_wechatpy_as_independent_peer(scrm):
 
 
 def test_unknown_event_is_stored_and_acked(scrm):
+    # kf_msg_or_event (微信客服) is a real event scrm has no handler for.
     delivery = scrm.driver.post_raw(
         f"<xml><ToUserName><![CDATA[{scrm.sandbox.state.corp_id}]]></ToUserName><FromUserName>sys</FromUserName>"
-        f"<CreateTime>{int(time.time())}</CreateTime><MsgType>event</MsgType><Event>msgaudit_notify</Event>"
-        "<AgentID>2000004</AgentID></xml>"
+        f"<CreateTime>{int(time.time())}</CreateTime><MsgType>event</MsgType><Event>kf_msg_or_event</Event>"
+        "<Token><![CDATA[ENCApHxnGDNAVNY4AaSJKj4Tb5mwsEMzxhFmHVGcra996NR]]></Token></xml>"
     )
     assert delivery.status == 200
     scrm.settle()
     with scrm.session() as session:
-        row = session.scalar(select(InboxEvent).where(InboxEvent.event == "msgaudit_notify"))
+        row = session.scalar(select(InboxEvent).where(InboxEvent.event == "kf_msg_or_event"))
         assert row.status is InboxStatus.IGNORED
 
 

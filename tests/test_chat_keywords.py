@@ -26,6 +26,7 @@ from scrm.tagrules import service as tagrules
 from scrm.tags.models import FriendshipTag, Tag, TagGroup
 from tests.chat_archive import Archive, generate, lines
 from tests.conftest import make_settings
+from tests.helpers import CHROMIUM, launch_chromium
 
 # --- the matcher ---------------------------------------------------------------------------------
 
@@ -242,10 +243,14 @@ def test_msgaudit_notify_pulls_the_sandbox_archive_and_the_cursor_resumes(scrm):
     chat_jobs.install(scrm.ctx)  # what the scheduler (or `scrm serve`) does for its handlers
     ext = scrm.sandbox.state.relations_of_user("zhangsan")[0]["external_userid"]
     _befriend(scrm.ctx, [(ext, "zhangsan")])  # a demo friend of the sandbox, known to scrm
-    admin = scrm.sandbox.url + "/_admin/driver/chat"
-    body = {"sender": ext, "to": "zhangsan", "content": "你好，多少钱？", "webhook_url": scrm.callback_url}
-    answer = requests.post(admin, json=body, timeout=5)
-    assert answer.json()["ok"], answer.text
+    from scrm.sandbox.cli import sandbox as sandbox_cli
+
+    requests.post(scrm.sandbox.url + "/_admin/webhook", json={"url": scrm.callback_url}, timeout=5)
+    run = CliRunner().invoke(
+        sandbox_cli, ["--url", scrm.sandbox.url, "chat", "--from", ext, "--to", "zhangsan", "你好，多少钱？"]
+    )
+    assert run.exit_code == 0, run.output
+    assert "msgaudit_notify sent; scrm answered HTTP 200" in run.output
     scrm.settle()
     with scrm.ctx.session_factory() as session:
         first = list(session.scalars(select(ChatMessage)))
@@ -254,13 +259,63 @@ def test_msgaudit_notify_pulls_the_sandbox_archive_and_the_cursor_resumes(scrm):
     assert cursor == 1
 
     # A message whose callback never arrives: the tick's pull finds it, from the cursor on.
-    requests.post(
-        scrm.sandbox.url + "/_admin/msgaudit",
-        json={"from": "zhangsan", "tolist": [ext], "content": "您好，报价发您"},
-        timeout=5,
+    quiet = CliRunner().invoke(
+        sandbox_cli,
+        ["--url", scrm.sandbox.url, "chat", "--from", "zhangsan", "--to", ext, "--no-callback", "您好，报价发您"],
     )
+    assert quiet.exit_code == 0 and "no callback" in quiet.output, quiet.output
+    scrm.settle()
+    with scrm.ctx.session_factory() as session:
+        assert session.scalar(select(func.count()).select_from(ChatMessage)) == 1  # not pulled yet
     report = chat_jobs.pull(scrm.ctx, chat_jobs.configured_source(scrm.ctx))
     assert report.received == 1 and report.new == 1
     with scrm.ctx.session_factory() as session:
         assert chat_queries.last_chatted_external_userid(session, "zhangsan") == ext
         assert session.scalar(select(ChatCursor.seq).where(ChatCursor.source == "sandbox")) == 2
+
+
+# --- the friend page shows the thread ------------------------------------------------------------
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's Chromium (/usr/bin/chromium) is not installed")
+def test_the_friend_page_shows_the_archived_thread_on_a_phone_and_a_desktop(scrm):
+    from playwright.sync_api import expect, sync_playwright
+
+    from scrm.directory.models import Staff, StaffRole
+
+    ext = "wmThreadCustomer0001"
+    _befriend(scrm.ctx, [(ext, "zhangsan")])
+    with transaction(scrm.ctx.session_factory) as session:
+        session.add(Staff(userid="zhangsan", name="张三", role=StaffRole.REP))
+    base = 1_765_000_000_000
+    messages = [
+        {"msgid": "t1", "action": "send", "from": ext, "tolist": ["zhangsan"], "roomid": "", "msgtime": base,
+         "msgtype": "text", "text": {"content": "你好，这款" + "很长" * 60 + "的多少钱？"}},
+        {"msgid": "t2", "action": "send", "from": "zhangsan", "tolist": [ext], "roomid": "",
+         "msgtime": base + 60_000, "msgtype": "text", "text": {"content": "您好，报价单马上发您"}},
+        {"msgid": "t3", "action": "send", "from": ext, "tolist": ["zhangsan"], "roomid": "",
+         "msgtime": base + 120_000, "msgtype": "image", "image": {"md5sum": "x"}},
+    ]
+    chat_jobs.ingest_batch(scrm.ctx, messages)
+    with sync_playwright() as p:
+        browser = launch_chromium(p)
+        try:
+            for width, height in ((390, 844), (1280, 800)):
+                page = browser.new_page(viewport={"width": width, "height": height})
+                page.goto(scrm.url + "/console/login")
+                page.select_option("#userid", "zhangsan")
+                page.get_by_role("button", name="登录 Log in").click()
+                page.goto(f"{scrm.url}/console/friends/{ext}")
+                thread = page.locator("#chat .chat-thread li")
+                expect(thread).to_have_count(3)
+                expect(thread.nth(0)).to_contain_text("客户 Customer")
+                expect(thread.nth(1)).to_contain_text("张三")
+                expect(thread.nth(1)).to_contain_text("报价单马上发您")
+                expect(thread.nth(2)).to_contain_text("[图片 image]")
+                expect(page.locator("#chat")).to_contain_text("最近联系 Last contact")
+                wide = page.evaluate("document.documentElement.scrollWidth")
+                assert wide <= width, f"the friend page is {wide}px wide in a {width}px window"
+                page.close()
+        finally:
+            browser.close()

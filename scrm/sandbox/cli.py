@@ -486,3 +486,25 @@ def sandbox_faults(
         _echo_json(faults)
     else:
         click.echo(_describe_faults(faults))
+
+
+@sandbox.command("chat")
+@click.option("--from", "sender", required=True, help="Who writes: a customer (wm…/wo…) or a rep's userid.")
+@click.option("--to", "to", required=True, help="Who reads it: the rep's userid or the customer's id.")
+@click.option("--no-callback", is_flag=True, help="Only archive it: no msgaudit_notify (the tick pulls it).")
+@click.argument("content")
+@JSON_OPTION
+def sandbox_chat(sender: str, to: str, no_callback: bool, content: str, as_json: bool) -> None:
+    """A 1:1 message into the chat archive (会话存档), then msgaudit_notify unless --no-callback."""
+    target = _target()
+    if no_callback:
+        payload = {"from": sender, "tolist": [to], "content": content}
+        message = target.request("POST", "msgaudit", payload)["result"]
+        if as_json:
+            _echo_json(message)
+        else:
+            click.echo(f"archived {message['msgid']} (seq {message['seq']}); no callback: --no-callback")
+        return
+    result, names = target.drive("chat", sender=sender, to=to, content=content)
+    summary = f"{_who(names, sender)} → {_who(names, to)}: archived {result['msgid']}, msgaudit_notify sent"
+    _report(result, summary, as_json)

@@ -655,7 +655,7 @@ class SandboxDriver:
         message = self.state.archive_message(sender, [to], content)
         if notify:
             delivery = self.msgaudit_notify()
-            message["callback_status"] = delivery.status
+            message["status"] = delivery.status
         return message
 
     def msgaudit_notify(self) -> Delivery:

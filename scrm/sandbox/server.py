@@ -1201,7 +1201,7 @@ def _names(state: SandboxState, args: dict[str, Any], result: Any) -> dict[str, 
     for source in (args, *(result if isinstance(result, list) else [result])):
         if not isinstance(source, dict):
             continue
-        for key in ("userid", "external_userid", "owner", "invitor"):
+        for key in ("userid", "external_userid", "owner", "invitor", "sender", "to"):
             if isinstance(source.get(key), str):
                 ids.add(source[key])
         ids.update(u for u in source.get("reps") or [] if isinstance(u, str))

@@ -575,7 +575,13 @@ def friend_detail(external_userid: str) -> str:
             may_tag=True if visible is None else set(visible),
             activities=timeline.readable(db, timeline.for_person(db, external_userid)),
             mask_phone=mask_phone,
+            # The archived 1:1 chat (会话存档) of each relationship, latest messages last.
+            threads={fr.id: chat_queries.thread(db, fr.id, limit=THREAD_LENGTH) for fr in friendships},
+            chat_signals={fr.id: chat_queries.signal_of(db, fr.id) for fr in friendships},
         )
+
+
+THREAD_LENGTH = 30
 
 
 # --- channels --------------------------------------------------------------------------------
