@@ -108,6 +108,7 @@ def change_tags_of(
                 ref=ref_of(bulk_id),
                 kinds=kinds,
                 removals=removals,
+                flush=False,
             )
             changed += bool(added or removed)
         # Written, not committed: the session forgets the chunk so each flush stays small (a

@@ -351,6 +351,7 @@ def change_tags(
     ref: str | None = None,
     kinds: dict[str, str] | None = None,
     removals: set[tuple[int, str]] | None = None,
+    flush: bool = True,
 ) -> tuple[list[str], list[str]]:
     """The one way scrm changes a friendship's tags (console, bulk, sidebar, API, rules).
 
@@ -364,7 +365,8 @@ def change_tags(
     Manual changes (``source`` MANUAL) record each removal (``FriendshipTagRemoval``: rules do
     not put the tag back) and clear the removal of each tag added. A RULE change skips the tags
     a person removed by hand. ``removals``: the pairs already known to have a removal (a bulk
-    reads them once for many friendships), which saves a query per friendship."""
+    reads them once for many friendships), which saves a query per friendship; with ``flush``
+    False the caller flushes (a bulk, once per chunk, so the rows go in batches)."""
     held = [link.tag_id for link in friendship.tags]
     if kinds is None:
         kinds = check_tag_ids(session, add, remove, held=held)
@@ -403,7 +405,8 @@ def change_tags(
             userid=friendship.userid,
             data={"add_tag": added, "remove_tag": removed, "by": actor, "source": source.value},
         )
-    session.flush()
+    if flush:
+        session.flush()
     return added, removed
 
 
