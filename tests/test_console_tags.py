@@ -121,6 +121,25 @@ def test_a_manager_builds_the_library_on_a_phone(scrm: Scrm) -> None:
         scrm.settle()
         assert "内部备注" not in {g["group_name"] for g in state.tag_groups.values()}
 
+        # WeCom refuses a group (its quota): shown failed with the reason, and 重试 Retry resends it.
+        state.force(40126, endpoint="externalcontact/add_corp_tag")
+        form = page.locator("#new-tag-group")
+        form.locator("input[name=name]").fill("行业")
+        form.locator("textarea[name=tags]").fill("教育, 医疗")
+        form.get_by_role("button", name="创建 Create").click()
+        page.wait_for_load_state("load")
+        scrm.settle()
+        page.goto(base + "/console/tags")
+        failed = _group(page, "行业")
+        assert failed.get_attribute("data-sync") == "failed" and "40126" in failed.locator(".sync-note").inner_text()
+        assert_fits(page, "tag library with a failed group", shot="scrm-phone-tags-failed.png")
+        failed.get_by_role("button", name="重试 Retry").click()
+        page.wait_for_load_state("load")
+        scrm.settle()
+        page.goto(base + "/console/tags")
+        assert _group(page, "行业").get_attribute("data-sync") == "synced"
+        assert _group(page, "行业").get_by_role("button", name="重试 Retry").count() == 0
+
         # A rep reads the library (local groups marked) but has no forms.
         page.get_by_role("button", name="退出 Logout").click()
         _log_in(page, base, "tagrep")

@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import func, select
 
 from jobs import reconcile
+from scrm.db import transaction
 from scrm.errors import Conflict, InvalidInput
 from scrm.outbox.models import OutboxCommand, OutboxStatus
 from scrm.tags import library
@@ -159,10 +160,26 @@ def test_an_add_corp_tag_wecom_refuses_shows_failed(scrm: Scrm) -> None:
         assert set(tag_queries.kinds_of(db, [t["tag_id"] for t in group["tags"]]).values()) == {"pending"}
     reconcile.run(scrm.ctx)  # a pull leaves it (WeCom never had it), still failed
     assert next(g for g in api.library() if g["name"] == "意向")["sync_state"] == "failed"
-    api.call("DELETE", f"/api/tags/{group['group_id']}", "mia")  # dropped here; nothing to send
-    assert "意向" not in {g["name"] for g in api.library()}
+    with transaction(scrm.ctx.session_factory) as db:
+        assert library.can_retry(library.get_group(db, group["group_id"]))
+    api.call("POST", "/api/tags", "mia", {"name": "行业", "tags": ["教育"]}, status=201)
+    scrm.sandbox.state.force(40126, endpoint="externalcontact/add_corp_tag")
+    scrm.settle()
+    industry = next(g for g in api.library() if g["name"] == "行业")
+    api.call("DELETE", f"/api/tags/{industry['group_id']}", "mia")  # dropped here; nothing to send
+    assert "行业" not in {g["name"] for g in api.library()}
     assert scrm.pending_outbox() == 0
-    assert "意向" not in {g["group_name"] for g in scrm.sandbox.state.tag_groups.values()}
+    assert "行业" not in {g["group_name"] for g in scrm.sandbox.state.tag_groups.values()}
+    # The console's 重试 Retry sends the failed one again, and this time WeCom takes it.
+    with transaction(scrm.ctx.session_factory) as db:
+        library.retry(db, group["group_id"])
+    scrm.settle()
+    again = next(g for g in api.library() if g["name"] == "意向")
+    assert again["sync_state"] == "synced" and again["group_id"].startswith("et")
+    assert [t["name"] for t in again["tags"]] == ["高", "低"]
+    assert our_view(api) == wecom_view(scrm)
+    with transaction(scrm.ctx.session_factory) as db, pytest.raises(Conflict, match="nothing here failed"):
+        library.retry(db, again["group_id"])
 
 
 @pytest.fixture
@@ -234,3 +251,18 @@ def test_a_delete_wecom_calls_already_done_is_settled_by_the_next_pull(scrm: Scr
         row = db.scalar(select(Tag).where(Tag.tag_id == tag_id))
         assert row is not None and row.is_deleted and row.sync_state is TagSyncState.SYNCED
     assert our_view(api) == wecom_view(scrm)
+
+
+def test_a_failed_creation_is_renamed_here_and_sent_as_renamed_on_retry(db_session: Any) -> None:
+    group = library.create_group(db_session, "意向", ["高"])
+    command = db_session.scalars(select(OutboxCommand)).one()
+    command.last_errcode, command.last_error = 40126, "quota"
+    library.ADD_CORP_TAG.on_dead(db_session, command)  # type: ignore[misc]
+    assert group.sync_state is TagSyncState.FAILED and "40126" in group.sync_error
+    library.rename(db_session, group.group_id, "购买意向")
+    library.rename(db_session, group.tags[0].tag_id, "很高")
+    assert db_session.scalar(select(func.count()).select_from(OutboxCommand)) == 1  # no edit for it
+    library.retry(db_session, group.group_id)
+    resent = db_session.scalars(select(OutboxCommand).order_by(OutboxCommand.id.desc())).first()
+    assert resent.payload == {"group_name": "购买意向", "order": 1, "tag": [{"name": "很高", "order": 1}]}
+    assert group.sync_state is TagSyncState.PENDING

@@ -446,7 +446,9 @@ def _is_corp(row: TagGroup | Tag) -> bool:
 
 
 def _edit(session: Session, row: TagGroup | Tag, **fields: Any) -> None:
-    if not _is_corp(row):
+    """Queue edit_corp_tag for a corp row WeCom knows; a local row, or one whose creation
+    failed (its retry sends what it is by then), changes here only."""
+    if not _is_corp(row) or is_provisional(row.group_id if isinstance(row, TagGroup) else row.tag_id):
         return
     if isinstance(row, TagGroup):
         payload = {"id": row.group_id, **fields}
@@ -741,3 +743,41 @@ def seed_demo_local_tags(session: Session) -> TagGroup | None:
     if session.scalar(select(TagGroup.id).where(TagGroup.name == name, TagGroup.is_deleted.is_(False))):
         return None
     return create_group(session, name, ["爽快", "犹豫", "难缠"], local=True)
+
+
+def _failed_tags(group: TagGroup) -> list[Tag]:
+    return [t for t in _live_tags(group) if is_provisional(t.tag_id) and t.sync_state is TagSyncState.FAILED]
+
+
+def can_retry(group: TagGroup) -> bool:
+    """A corp group whose creation, or some of whose new tags, never reached WeCom."""
+    if group.is_local:
+        return False
+    return (is_provisional(group.group_id) and group.sync_state is TagSyncState.FAILED) or bool(
+        _failed_tags(group)
+    )
+
+
+def retry(session: Session, group_id: str) -> TagGroup:
+    """Send a group's failed creation again: the group itself (add_corp_tag by name) when it
+    never reached WeCom, else its tags that did not (by group_id). Safe: a row is FAILED only
+    after WeCom refused it or a pull found WeCom does not list it."""
+    group = get_group(session, group_id)
+    failed = _failed_tags(group)
+    whole = is_provisional(group.group_id) and group.sync_state is TagSyncState.FAILED
+    if not can_retry(group):
+        raise Conflict("没有需要重试的 / nothing here failed to reach WeCom")
+    if whole:
+        failed = [t for t in _live_tags(group) if is_provisional(t.tag_id)]
+        group.sync_state = TagSyncState.PENDING
+        group.sync_error = ""
+        payload: dict[str, Any] = {"group_name": group.name, "order": group.order}
+    else:
+        payload = {"group_id": group.group_id}
+    for tag in failed:
+        tag.sync_state = TagSyncState.PENDING
+        tag.sync_error = ""
+    payload["tag"] = [{"name": t.name, "order": t.order} for t in failed]
+    _enqueue(session, ADD_CORP_TAG, payload, f"tag_group:{group.id}")
+    session.flush()
+    return group

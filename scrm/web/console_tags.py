@@ -66,6 +66,7 @@ def tags_page() -> str:
             "tags.html",
             groups=groups,
             can_write=me.role in WRITERS,
+            retryable={g.group_id for g, _ in groups if library.can_retry(g)},
             corp_tags=library.corp_tag_count(db),
             quota=_quota(),
             name_max=library.NAME_MAX,
@@ -114,3 +115,11 @@ def tags_move(wecom_id: str) -> Response:
 @role_required(*WRITERS)
 def tags_delete(wecom_id: str) -> Response:
     return _attempt(lambda db: library.delete(db, wecom_id), "已删除 / Deleted")
+
+
+@bp.post("/tags/<group_id>/retry", endpoint="tags_retry")
+@role_required(*WRITERS)
+def tags_retry(group_id: str) -> Response:
+    return _attempt(
+        lambda db: library.retry(db, group_id), "已重新发送到企业微信 / Sent to WeCom again"
+    )
