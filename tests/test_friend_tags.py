@@ -162,3 +162,15 @@ def test_an_edit_read_before_our_mark_tag_is_sent_is_not_a_removal(db_session):
     assert [link.tag_id for link in f.tags] == ["et_b"]
     assert tag_queries.removed_by_hand(db_session, [f.id], ["et_b"]) == set()
     assert tag_queries.removed_by_hand(db_session, [f.id], ["et_a"]) == {(f.id, "et_a")}  # ours, by hand
+
+
+def test_the_demo_seed_bulk_tags_the_newest_friends_with_a_corp_and_a_local_tag(db_session):
+    from scrm.friends import bulk
+
+    assert bulk.seed_demo(db_session) is None  # nothing to tag yet
+    _tags(db_session, "et_a", "local-vip", deleted=("et_gone",))
+    made = [_friend(db_session, f"wm{i}") for i in range(3)]
+    bulk_id = bulk.seed_demo(db_session, limit=2)
+    assert bulk_id is not None and bulk.progress(db_session, bulk_id).total == 2  # corp tag: 2 mark_tags
+    tagged = [sorted(link.tag_id for link in f.tags) for f in made]
+    assert sorted(tagged) == [[], ["et_a", "local-vip"], ["et_a", "local-vip"]]

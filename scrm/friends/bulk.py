@@ -34,7 +34,7 @@ from scrm.friends import service
 from scrm.friends.models import OPEN_STATUSES, Friendship
 from scrm.outbox.models import OutboxCommand, OutboxStatus
 from scrm.tags import queries as tag_queries
-from scrm.tags.models import TagBulk, TagBulkStatus, TagSource
+from scrm.tags.models import Tag, TagBulk, TagBulkStatus, TagSource
 from scrm.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -254,3 +254,30 @@ def run(factory: sessionmaker[Session], bulk_id: str, *, now: datetime | None = 
             .values(status=TagBulkStatus.DONE.value, finished_at=utcnow())
         )
     return True
+
+
+def seed_demo(session: Session, *, actor: str = "admin", limit: int = 20) -> str | None:
+    """For ``make run``'s demo: bulk-tag the newest ``limit`` open friendships with the library's
+    first live corp tag and first local tag (where there are such), so the friends list, a bulk's
+    progress page and the sidebar show tags on relationships. Returns the bulk id (its page is
+    ``/console/friends/bulk/<id>``), or None when there is no friend or no usable tag."""
+    live = list(session.scalars(select(Tag.tag_id).where(Tag.is_deleted.is_(False)).order_by(Tag.id)))
+    kinds = tag_queries.kinds_of(session, live)
+    chosen: list[str] = []
+    for kind in ("corp", "local"):
+        first = next((t for t in live if kinds.get(t) == kind), None)
+        if first is not None:
+            chosen.append(first)
+    ids = list(
+        session.scalars(
+            select(Friendship.id)
+            .where(Friendship.status.in_(OPEN_STATUSES))
+            .order_by(Friendship.added_at.desc(), Friendship.id.desc())
+            .limit(limit)
+        )
+    )
+    if not chosen or not ids:
+        return None
+    bulk_id = new_bulk_id()
+    change_tags_of(session, ids, chosen, [], actor=actor, bulk_id=bulk_id)
+    return bulk_id
