@@ -348,3 +348,18 @@ def test_a_queued_bulk_whose_process_died_runs_again_without_queueing_twice(scrm
     with scrm.session() as db:
         row = db.scalars(select(TagBulk)).one()
         assert row.status is TagBulkStatus.DONE and row.done == 3
+
+
+def test_local_tags_are_marked_in_the_list_and_on_the_friend_page(scrm: Scrm, client: FlaskClient) -> None:
+    with scrm.session() as db:
+        db.add(Tag(tag_id="local-kol", name="达人", is_local=True))
+        db.commit()
+    ext = _friend(scrm, "zhangsan", "客户")
+    scrm.settle()
+    login(client, "admin")
+    _bulk(client, scope="all", add_tag=["local-kol"])
+    assert _mark_tags(scrm) == []  # a local tag never goes to WeCom
+    page = client.get("/console/friends?tag=local-kol").get_data(as_text=True)
+    assert '<span class="tag local">达人 · 本地 Local</span>' in page
+    page = client.get(f"/console/friends/{ext}").get_data(as_text=True)
+    assert '<span class="tag local">达人 · 本地 Local</span>' in page
