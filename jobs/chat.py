@@ -191,7 +191,7 @@ def _batches(stream: IO[str], size: int, result: ImportResult) -> Iterator[tuple
             continue
         try:
             message = json.loads(line)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             result.bad.append((number, f"not JSON ({exc.msg})"))
             continue
         numbers.append(number)
@@ -204,5 +204,57 @@ def _batches(stream: IO[str], size: int, result: ImportResult) -> Iterator[tuple
 
 
 def import_file(ctx: Context, path: Path, **kwargs: Any) -> ImportResult:
-    with path.open(encoding="utf-8") as stream:
+    # Undecodable bytes become U+FFFD: the line is then reported bad (or stored as readable as
+    # it gets) instead of the import stopping part-way.
+    with path.open(encoding="utf-8", errors="replace") as stream:
         return import_lines(ctx, stream, **kwargs)
+
+
+# --- the demo -------------------------------------------------------------------------------------
+
+
+def seed_demo_chat(ctx: Context) -> int:
+    """``make run``'s demo: a short archived thread on up to three open friendships — one recent
+    exchange whose customer asks the price (多少钱: a keyword rule on it tags them), one customer
+    waiting for our reply, one silent for ten days. Idempotent (fixed msgids); returns how many
+    messages were new."""
+    from scrm.friends.models import OPEN_STATUSES, Friendship
+    from scrm.timeutil import to_unix, utcnow
+
+    with read(ctx.session_factory) as session:
+        pairs = session.execute(
+            select(Friendship.external_userid, Friendship.userid)
+            .where(Friendship.status.in_(OPEN_STATUSES))
+            .order_by(Friendship.id)
+            .limit(3)
+        ).all()
+    now_ms = to_unix(utcnow()) * 1000
+    day = 24 * 60  # minutes
+    # (the customer speaks?, minutes from now, text)
+    scripts = [
+        [
+            (True, -180, "你好，想了解一下你们的产品"),
+            (False, -170, "您好！请问您关注哪一款？"),
+            (True, -160, "旗舰款大概多少钱？"),
+            (False, -150, "报价单发您了，有问题随时问我"),
+        ],
+        [(False, -2 * day, "您好，资料已发您"), (True, -45, "收到，能再便宜点吗？")],
+        [(True, -10 * day - 30, "好的我考虑一下"), (False, -10 * day, "好的，有需要随时找我")],
+    ]
+    messages = []
+    for (ext, userid), script in zip(pairs, scripts, strict=False):
+        for i, (from_customer, minutes, text) in enumerate(script):
+            sender, to = (ext, userid) if from_customer else (userid, ext)
+            messages.append(
+                {
+                    "msgid": f"demo_{ext}_{userid}_{i}",
+                    "action": "send",
+                    "from": sender,
+                    "tolist": [to],
+                    "roomid": "",
+                    "msgtime": now_ms + minutes * 60_000,
+                    "msgtype": "text",
+                    "text": {"content": text},
+                }
+            )
+    return ingest_batch(ctx, messages).new if messages else 0

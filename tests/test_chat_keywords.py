@@ -319,3 +319,14 @@ def test_the_friend_page_shows_the_archived_thread_on_a_phone_and_a_desktop(scrm
                 page.close()
         finally:
             browser.close()
+
+
+def test_the_demo_seeds_a_thread_a_waiting_customer_and_a_silent_one(ctx):
+    _befriend(ctx, [("wmDemo1", "rep01"), ("wmDemo2", "rep01"), ("wmDemo3", "rep02")])
+    assert chat_jobs.seed_demo_chat(ctx) == 8
+    assert chat_jobs.seed_demo_chat(ctx) == 0  # idempotent
+    with ctx.session_factory() as session:
+        signals = {s.friendship_id: s for s in session.scalars(select(ChatSignal))}
+    assert len(signals) == 3
+    waiting = [s for s in signals.values() if s.waiting_since is not None]
+    assert len(waiting) == 1

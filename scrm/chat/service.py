@@ -202,26 +202,27 @@ def ingest(
     if not rows:
         return report
     session.flush()
-    friendships = _friendships(session, {(r[8], r[9]) for r in rows if r[8] is not None})
-    stored = [(*row, friendships.get((row[8], row[9]))) for row in rows]  # type: ignore[arg-type]
+    pairs: set[tuple[str, str]] = {(r[8], r[9]) for r in rows if r[8] is not None and r[9] is not None}  # type: ignore[misc]
+    friendships = _friendships(session, pairs)
+    stored: list[StoredRow] = [(*r, friendships.get((r[8], r[9]))) for r in rows]  # type: ignore[arg-type]
     new = _store(session, stored)
     report.new = len(new)
     report.duplicates += len(rows) - len(new)
 
     inputs: list[signals.SignalInput] = []
     hits = report.hits
-    for row in new:
-        friendship_id = row[11]
-        if friendship_id is None or row[1] != "send":
+    for item in new:
+        friendship_id = item[11]
+        if friendship_id is None or item[1] != "send":
             continue
-        direction = row[10]
+        direction = item[10]
         if direction == CUSTOMER:
-            inputs.append(signals.SignalInput(friendship_id, "customer", row[5]))
-            if matcher and row[6] == "text":
-                for rule_id in matcher.match(row[7]):
-                    hits.append(KeywordHit(rule_id, friendship_id, row[0], row[5]))
+            inputs.append(signals.SignalInput(friendship_id, "customer", item[5]))
+            if matcher and item[6] == "text":
+                for rule_id in matcher.match(item[7]):
+                    hits.append(KeywordHit(rule_id, friendship_id, item[0], item[5]))
         elif direction == REP:
-            inputs.append(signals.SignalInput(friendship_id, "rep", row[5]))
+            inputs.append(signals.SignalInput(friendship_id, "rep", item[5]))
     if inputs:
         inputs.sort(key=lambda i: i.sent_at)
         report.signalled = signals.record(session, inputs, hours)
