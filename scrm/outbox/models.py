@@ -30,7 +30,8 @@ class OutboxCommand(Base):
     kind: Mapped[str] = mapped_column(String(32))  # a registered kind (outbox.kinds)
     payload: Mapped[dict[str, Any]] = mapped_column()
     # What the write is about, for its kind's outcome hook and the console: "channel:12".
-    ref: Mapped[str] = mapped_column(String(128), default="")
+    # Indexed: pages count a channel's, a friend's or a bulk's writes by it.
+    ref: Mapped[str] = mapped_column(String(128), default="", index=True)
     status: Mapped[OutboxStatus] = mapped_column(StrEnumType(OutboxStatus), default=OutboxStatus.PENDING)
     priority: Mapped[int] = mapped_column(default=0)  # higher first; welcome messages race a 20 s clock
     attempts: Mapped[int] = mapped_column(default=0)

@@ -18,6 +18,8 @@ Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def upgrade() -> None:
+    # A bulk's progress page counts its mark_tag rows by ref; the friend page reads welcomes by it.
+    op.create_index(op.f("ix_outbox_commands_ref"), "outbox_commands", ["ref"], unique=False)
     op.create_table(
         "friendship_tag_removals",
         sa.Column("id", Id, nullable=False),
@@ -68,6 +70,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_outbox_commands_ref"), table_name="outbox_commands")
     op.drop_index(op.f("ix_tag_bulks_status"), table_name="tag_bulks")
     op.drop_table("tag_bulks")
     op.drop_index("ix_friendship_tags_tag_id_friendship_id", table_name="friendship_tags")
