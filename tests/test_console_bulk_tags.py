@@ -241,6 +241,11 @@ def test_an_operator_creates_a_tag_group_and_bulk_tags_50_friends(scrm: Scrm, cl
         phone.goto(f"{scrm.url}/console/friends?channel_id={channel.id}")
         m = phone.evaluate(MEASURE)
         assert m["scrollWidth"] <= m["innerWidth"], m
+        # "Tick this page" ticks every row's box (console.js; the CSP allows no inline handlers).
+        rows = phone.locator("input.tick").count()
+        assert rows > 0
+        phone.locator("#tick-all").check()
+        assert phone.locator("input.tick:checked").count() == rows
         browser.close()
 
     # WeCom (the sandbox) shows the tags on each of the 50 rep relationships, and not on the others.

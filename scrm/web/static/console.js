@@ -1,12 +1,13 @@
 // scrm console: the only script, plain JavaScript with no framework.
 
-// "Select all" checkboxes for bulk actions (event replay).
+// "Select all" checkboxes for bulk actions (event replay, bulk tagging). form.elements includes
+// boxes that join the form from elsewhere on the page (form="…"), as the friends list's rows do.
 document.addEventListener("change", function (event) {
   var box = event.target;
-  if (!box.matches || !box.matches("input[data-check-all]")) return;
+  if (!box.matches || !box.matches("input[data-check-all]") || !box.form) return;
   var name = box.getAttribute("data-check-all");
-  box.form.querySelectorAll('input[type=checkbox][name="' + name + '"]').forEach(function (other) {
-    other.checked = box.checked;
+  Array.prototype.forEach.call(box.form.elements, function (other) {
+    if (other !== box && other.type === "checkbox" && other.name === name) other.checked = box.checked;
   });
 });
 
