@@ -20,8 +20,9 @@ from scrm.errors import WeComError
 from scrm.friends import service as friends
 from scrm.friends.models import OPEN_STATUSES, Friendship, FriendshipStatus
 from scrm.groups import service as groups
+from scrm.tagrules import service as tagrules
 from scrm.tags import service as tags
-from scrm.timeutil import utcnow
+from scrm.timeutil import from_unix, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,11 @@ def run(ctx: Context) -> ReconcileReport:
                         detail = friends.Detail(
                             {"external_contact": contact, "follow_user": [follow]}, read_at
                         )
-                        friends.record_add(session, event, detail)
+                        friendship = friends.record_add(session, event, detail)
+                        # A missed add fires the on_add rules as its callback would have, judged
+                        # on when the customer added the rep (follow_info.createtime) if given.
+                        added_at = from_unix(follow["createtime"]) if follow.get("createtime") else read_at
+                        tagrules.on_friend_added(session, friendship, added_at)
             cursor = page.get("next_cursor") or ""
             if not cursor:
                 break

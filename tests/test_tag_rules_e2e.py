@@ -254,3 +254,28 @@ def test_customers_a_group_starts_with_have_joined_it(scrm, setup) -> None:
     scrm.driver.create_group("zhangsan", "新品体验群", members=[ext])
     scrm.settle()
     assert _tags_of(scrm, ext) == {member: TagSource.RULE} and _in_wecom(scrm, ext) == [member]
+
+
+def test_an_add_whose_callback_never_came_is_tagged_when_reconcile_finds_it(scrm, setup) -> None:
+    from jobs import reconcile
+
+    night = setup["tags"]["夜间咨询"]
+    _rule(scrm, setup, name="夜间加好友", trigger="on_add", tag_ids=[night], window_start="22:00", window_end="06:00")
+    state = scrm.sandbox.state
+    missed, daytime = state.add_customer("漏掉的夜猫子"), state.add_customer("漏掉的午饭")
+    for ext, hour in ((missed, 23), (daytime, 12)):
+        # WeCom has the friendship; its callback never came. The window is judged on the add's time.
+        state.add_relation(
+            ext, "zhangsan", add_way=1, state="", remark_mobiles=[], is_half=False,
+            createtime=int(_shanghai(hour).timestamp()),
+        )
+    report = reconcile.run(scrm.ctx)
+    assert report.friendships_added >= 2
+    scrm.settle()
+    assert _tags_of(scrm, missed) == {night: TagSource.RULE} and _tags_of(scrm, daytime) == {}
+    assert _in_wecom(scrm, missed) == [night]
+    # The next night's reconcile finds the friendship open and changes nothing.
+    before = (_hits(scrm), _mark_tags(scrm))
+    reconcile.run(scrm.ctx)
+    scrm.settle()
+    assert (_hits(scrm), _mark_tags(scrm)) == before
