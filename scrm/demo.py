@@ -1,11 +1,14 @@
-"""The demo that ``make run`` shows a newcomer: a sandbox corp with friends, channels and a group.
+"""The demo that ``make run`` shows a newcomer: a sandbox corp with friends, channels, tags and a group.
 
 It runs against a live scrm (embedded sandbox): syncs staff and the tag library from the sandbox
 through the real gateway, creates two channel QR codes through the outbox, then asks the sandbox
 driver (over HTTP) to play customers scanning them, editing, deleting and joining a group. Then the
 sales side: an assignment rule and a pool rule, leads from a web form, an import and an ad
 campaign (some routed to reps, some left in the public pool), a likely duplicate pair for review,
-and a lead converted into a customer with a contact and a follow-up. It does nothing when scrm
+and a lead converted into a customer with a contact and a follow-up. Then tags and chat: a tag
+group made in scrm (sent to WeCom) and a local one, a rule per trigger, a customer who leaves the
+group and rejoins, an archived chat thread with a waiting and a silent customer, a bulk tagging,
+and a rep's bot commands. It does nothing when scrm
 already holds friendships, so restarts don't duplicate the demo.
 """
 
@@ -26,6 +29,8 @@ from scrm.db import read, transaction
 from scrm.directory import service as directory
 from scrm.directory.models import Staff, StaffRole
 from scrm.friends.models import Friendship
+from scrm.tagrules import demo as tagrule_demo
+from scrm.tags import library as tag_library
 from scrm.tags import queries as tag_queries
 from scrm.tags import service as tags
 from scrm.tags.models import Tag
@@ -76,6 +81,12 @@ def seed(ctx: Context) -> bool:
             if staff is not None:
                 staff.role = role
         tag_ids = {name: tag_id for tag_id, name in tag_queries.names(session, _all_tag_ids(session)).items()}
+        # Tags both ways: a group made here goes to WeCom through the outbox (add_corp_tag) and
+        # comes back with WeCom's ids; a local group never leaves scrm. The rules come before the
+        # customers, so the adds, the group join and the chat below are tagged by them.
+        tag_library.create_group(session, "意向阶段 Intent", ["初步了解", "深度沟通", "即将成交"])
+        tag_library.seed_demo_local_tags(session)
+        tagrule_demo.seed_demo_rules(session)
         expo = channels.create_channel(
             session,
             name="2026 上海展会",
@@ -128,9 +139,42 @@ def seed(ctx: Context) -> bool:
     chat_id = chat.get("chat_id")
     if chat_id:
         _driver(ctx, "join_group", chat_id=chat_id, external_userid=made[0])
+        # Joins over time: one customer scans the group's QR code, leaves, and comes back. A second
+        # apart: membership events carry whole seconds, and a join, leave and rejoin within one
+        # second cannot be told apart from a replay.
+        for action, scene in (("join_group", {"join_scene": 3}), ("leave_group", {"quit_scene": 0})):
+            _driver(ctx, action, chat_id=chat_id, external_userid=made[4], **scene)
+            time.sleep(1.1)
+        _driver(ctx, "join_group", chat_id=chat_id, external_userid=made[4], join_scene=3)
     log.info("demo: seeded %s customers through channels %s", len(made), states)
     seed_leads(ctx)
+    seed_chat_and_tags(ctx, chat_id)
     return True
+
+
+def seed_chat_and_tags(ctx: Context, chat_id: str | None) -> None:
+    """Chat signals and tagging: an archived thread (a price question the keyword rule tags, a
+    customer waiting for our reply, one silent for ten days), a bulk tagging with its progress
+    page, a local tag on the customer group, and a rep working from the bot (记, 提醒)."""
+    from jobs import chat as chat_jobs
+    from scrm.friends import bulk
+    from scrm.groups import service as groups
+    from scrm.groups.models import CustomerGroup
+
+    work.drain_outbox(ctx)  # the add_corp_tag above, so the bulk can use WeCom's ids
+    group_id = _wait_for_group(ctx, chat_id) if chat_id else None
+    chat_jobs.seed_demo_chat(ctx)
+    with transaction(ctx.session_factory) as session:
+        bulk.seed_demo(session, actor="admin", limit=4)
+        group = session.get(CustomerGroup, group_id) if group_id is not None else None
+        local = session.scalar(select(Tag.tag_id).where(Tag.is_local.is_(True), Tag.is_deleted.is_(False)))
+        if group is not None and local is not None:
+            groups.change_tags(session, group, add=[local], actor="wangwu")
+    # zhangsan works from the chat window: a note on the friend he chatted with last, a reminder.
+    _driver(ctx, "send_text", userid="zhangsan", content="记 客户问了旗舰款报价，已发报价单，周五回访")
+    _driver(ctx, "send_text", userid="zhangsan", content="提醒 明天10点 给客户回电话确认报价")
+    work.drain_outbox(ctx)
+    log.info("demo: seeded a chat thread, rule tags, a bulk tagging, a group tag and two bot commands")
 
 
 # (source, name, phone, company, region, industry, utm_source): three doors leads come through.
@@ -209,6 +253,20 @@ def seed_leads(ctx: Context) -> None:
         "demo: seeded %s leads, an assignment rule, a converted customer and a likely duplicate of it",
         len(DEMO_LEADS),
     )
+
+
+def _wait_for_group(ctx: Context, chat_id: str, timeout_s: float = 10.0) -> int | None:
+    """The group's row once its create event has been applied (events apply after the ack)."""
+    from scrm.groups.models import CustomerGroup
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with read(ctx.session_factory) as session:
+            found = session.scalar(select(CustomerGroup.id).where(CustomerGroup.chat_id == chat_id))
+        if found is not None:
+            return int(found)
+        time.sleep(0.1)
+    return None
 
 
 def _all_tag_ids(session: Any) -> list[str]:

@@ -325,19 +325,3 @@ def test_signals_fit_a_phone(site: Site) -> None:
                 browser.close()
     finally:
         server.shutdown()
-
-
-def test_the_demo_seeds_a_silent_and_a_waiting_customer(site: Site) -> None:
-    from scrm.chat.demo_signals import seed_demo_silence
-
-    factory = site.app.extensions["scrm"].ctx.session_factory
-    with transaction(factory) as db:
-        seeded = seed_demo_silence(db, userid="alice", now=NOW)
-    with transaction(factory) as db:  # twice: stored once by msgid
-        assert seed_demo_silence(db, userid="alice", now=NOW) == seeded
-    assert seeded == {"silent": "wm_never", "waiting": "wm_quiet"}
-    assert "wm_never" in _exts(site.api("alice", "?silent_days=12"))
-    assert "wm_never" not in _exts(site.api("alice", "?silent_days=13"))
-    items = {i["external_userid"]: i for i in site.api("alice").get_json()["items"]}
-    assert items["wm_never"]["first_response_s"] == 35 * 60
-    assert items["wm_quiet"]["waiting_since"] == _iso(NOW - 2 * HOUR)

@@ -365,3 +365,41 @@ def test_logged_out_pages_fit(site: Scrm, browser: Any, viewport: dict[str, int]
     assert response is not None and response.status == 200
     assert_fits(page, "logout page, logged out", logout=False)
     context.close()
+
+
+def test_the_demo_shows_tags_rules_a_thread_and_a_silent_customer(site: Scrm) -> None:
+    """`make run`'s demo (issue 12): tag groups made in scrm (one in WeCom, one local),
+    rule-applied tags, a chat thread, a waiting and a silent customer, a group a customer left and
+    rejoined with a local tag, and a rep's bot commands."""
+    from datetime import timedelta
+
+    from sqlalchemy import func, select
+
+    from scrm.bot.models import BotReply
+    from scrm.chat.models import ChatMessage
+    from scrm.chat.signals import ChatSignal
+    from scrm.followups.models import FollowUp
+    from scrm.groups.models import CustomerGroupJoin, CustomerGroupTag
+    from scrm.schema import FriendshipTag, OutboxCommand, OutboxStatus, TagGroup, TagSource
+    from scrm.timeutil import utcnow
+
+    corp_state = {g["group_name"]: g for g in site.ctx.gateway.get_corp_tag_list()}
+    with site.session() as db:
+        made_here = db.scalar(select(TagGroup).where(TagGroup.name == "意向阶段 Intent"))
+        assert made_here is not None and not made_here.group_id.startswith("pending-")
+        assert "意向阶段 Intent" in corp_state  # it reached WeCom and its id came back
+        assert db.scalar(select(func.count()).select_from(TagGroup).where(TagGroup.is_local.is_(True))) == 1
+        assert db.scalar(select(func.count()).where(FriendshipTag.source == TagSource.RULE)) >= 1
+        assert db.scalar(select(func.count()).select_from(ChatMessage)) >= 8
+        now = utcnow()
+        assert db.scalar(select(func.count()).where(ChatSignal.waiting_since.is_not(None))) >= 1
+        assert db.scalar(select(func.count()).where(ChatSignal.last_message_at < now - timedelta(days=9))) >= 1
+        rejoined = db.execute(
+            select(CustomerGroupJoin.member_id, func.count()).group_by(CustomerGroupJoin.member_id)
+        ).all()
+        assert any(count == 2 for _, count in rejoined)
+        assert db.scalar(select(func.count()).select_from(CustomerGroupTag)) == 1
+        assert {r.command for r in db.scalars(select(BotReply))} == {"log", "remind"}
+        assert db.scalar(select(func.count()).where(FollowUp.content.like("客户问了旗舰款报价%"))) == 1
+        reminder = db.scalar(select(OutboxCommand).where(OutboxCommand.ref.like("%remind%")))
+        assert reminder is None or reminder.status in (OutboxStatus.PENDING, OutboxStatus.SENT)
