@@ -33,6 +33,7 @@ from scrm.errors import Conflict, InvalidInput, NotFound
 from scrm.outbox import kinds
 from scrm.outbox import service as outbox
 from scrm.outbox.models import OutboxCommand, OutboxStatus
+from scrm.tags import queries as tag_queries
 from scrm.tags.models import (
     LOCAL_PREFIX,
     PROVISIONAL_PREFIX,
@@ -293,21 +294,6 @@ def _check_quota(session: Session, adding: int, quota: int) -> None:
         )
 
 
-def _live_groups(session: Session) -> list[TagGroup]:
-    return list(
-        session.scalars(
-            select(TagGroup)
-            .where(TagGroup.is_deleted.is_(False))
-            .options(selectinload(TagGroup.tags))
-            .order_by(TagGroup.order.desc(), TagGroup.id)
-        )
-    )
-
-
-def _live_tags(group: TagGroup) -> list[Tag]:
-    return sorted((t for t in group.tags if not t.is_deleted), key=lambda t: (-t.order, t.id))
-
-
 def _waiting(row: TagGroup | Tag) -> None:
     """Refuse a change to a scrm-made row WeCom has not given its id yet."""
     wecom_id = row.group_id if isinstance(row, TagGroup) else row.tag_id
@@ -340,7 +326,7 @@ def create_group(
     names = _clean_names(tag_names, set())
     if not local:
         _check_quota(session, len(names), quota)
-    groups = _live_groups(session)
+    groups = tag_queries.library(session)
     order = (max((g.order for g in groups), default=0) + 1) if groups else 1  # new groups first
     prefix = LOCAL_PREFIX if local else PROVISIONAL_PREFIX
     state = TagSyncState.SYNCED if local else TagSyncState.PENDING
@@ -387,7 +373,7 @@ def add_tags_to_group(
         raise Conflict(
             "该标签组未能在企业微信创建 / this group never reached WeCom; delete it and create it again"
         )
-    live = _live_tags(group)
+    live = tag_queries.live_tags(group)
     names = _clean_names(tag_names, {t.name for t in live})
     if not group.is_local:
         _check_quota(session, len(names), quota)
@@ -493,7 +479,7 @@ def move(session: Session, wecom_id: str, direction: Direction) -> TagGroup | Ta
     """One place up or down among its siblings; the siblings are renumbered n..1 (WeCom shows
     larger orders first) and every corp row whose order changed goes to WeCom."""
     row = find(session, wecom_id)
-    siblings: list[Any] = _live_groups(session) if isinstance(row, TagGroup) else _live_tags(row.group)  # type: ignore[arg-type]
+    siblings = _siblings(session, row)
     index = next(i for i, s in enumerate(siblings) if s.id == row.id)
     other = index - 1 if direction == "up" else index + 1
     if not 0 <= other < len(siblings):
@@ -505,7 +491,7 @@ def move(session: Session, wecom_id: str, direction: Direction) -> TagGroup | Ta
 def set_position(session: Session, wecom_id: str, position: int) -> TagGroup | Tag:
     """Move to a 0-based position among its siblings (clamped)."""
     row = find(session, wecom_id)
-    siblings: list[Any] = _live_groups(session) if isinstance(row, TagGroup) else _live_tags(row.group)  # type: ignore[arg-type]
+    siblings = _siblings(session, row)
     siblings = [s for s in siblings if s.id != row.id]
     siblings.insert(max(0, min(position, len(siblings))), row)
     return _renumber(session, siblings, row)
@@ -745,8 +731,20 @@ def seed_demo_local_tags(session: Session) -> TagGroup | None:
     return create_group(session, name, ["爽快", "犹豫", "难缠"], local=True)
 
 
+def _siblings(session: Session, row: TagGroup | Tag) -> list[Any]:
+    """The row and the others it is ordered among: every live group, or its group's live tags."""
+    if isinstance(row, TagGroup):
+        return list(tag_queries.library(session))
+    assert row.group is not None
+    return list(tag_queries.live_tags(row.group))
+
+
 def _failed_tags(group: TagGroup) -> list[Tag]:
-    return [t for t in _live_tags(group) if is_provisional(t.tag_id) and t.sync_state is TagSyncState.FAILED]
+    return [
+        t
+        for t in tag_queries.live_tags(group)
+        if is_provisional(t.tag_id) and t.sync_state is TagSyncState.FAILED
+    ]
 
 
 def can_retry(group: TagGroup) -> bool:
@@ -768,7 +766,7 @@ def retry(session: Session, group_id: str) -> TagGroup:
     if not can_retry(group):
         raise Conflict("没有需要重试的 / nothing here failed to reach WeCom")
     if whole:
-        failed = [t for t in _live_tags(group) if is_provisional(t.tag_id)]
+        failed = [t for t in tag_queries.live_tags(group) if is_provisional(t.tag_id)]
         group.sync_state = TagSyncState.PENDING
         group.sync_error = ""
         payload: dict[str, Any] = {"group_name": group.name, "order": group.order}

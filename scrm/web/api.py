@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import functools
 import html
+import inspect
 import logging
 from typing import Any
 
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 from pydantic import ValidationError
 from spectree import Response as Resp
 from spectree import SecurityScheme, SecuritySchemeData, SpecTree
@@ -109,6 +110,20 @@ spec = SpecTree(
 )
 BEARER: dict[str, list[str]] = {"apiKey": []}
 ERRORS = {"HTTP_400": ErrorBody, "HTTP_401": ErrorBody, "HTTP_403": ErrorBody}
+
+
+def require_json_bodies() -> None:
+    """Every API blueprint's before-request hook: a route that takes a JSON body gets one.
+    spectree hands a view ``json=None`` for a form or an empty body, which would otherwise
+    surface as a 500 deep in the view."""
+    view = current_app.view_functions.get(request.endpoint or "")
+    if view is None or request.method not in ("POST", "PATCH", "PUT"):
+        return
+    if "json" in inspect.signature(view).parameters and not request.is_json:
+        raise InvalidInput("send the body as a JSON object with Content-Type: application/json")
+
+
+bp.before_request(require_json_bodies)
 
 
 # --- auth ------------------------------------------------------------------------------------

@@ -27,11 +27,12 @@ from scrm.errors import Conflict, Forbidden, NotFound
 from scrm.friends import service as friends
 from scrm.friends.models import OPEN_STATUSES, Friendship
 from scrm.tags import queries as tag_queries
-from scrm.web.api import BEARER, ERRORS, spec
+from scrm.web.api import BEARER, ERRORS, require_json_bodies, spec
 from scrm.web.runtime import runtime
 from scrm.web.schemas import ErrorBody, IdText
 
 bp = Blueprint("friends_api", __name__)
+bp.before_request(require_json_bodies)
 
 TagId = IdText
 

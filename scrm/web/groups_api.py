@@ -24,13 +24,13 @@ from scrm.db import transaction
 from scrm.directory import queries as directory_queries
 from scrm.directory import service as directory
 from scrm.directory.models import ApiKey
-from scrm.errors import Forbidden, InvalidInput
+from scrm.errors import Forbidden
 from scrm.groups import queries
 from scrm.groups import service as groups
 from scrm.groups.models import CustomerGroup, GroupMemberType
 from scrm.tags import queries as tag_queries
 from scrm.timeutil import utcnow
-from scrm.web.api import BEARER, ERRORS, spec
+from scrm.web.api import BEARER, ERRORS, require_json_bodies, spec
 from scrm.web.console_groups import may_tag, person_links, visible_group
 from scrm.web.runtime import runtime
 from scrm.web.schemas import ErrorBody, IdText, Page, PageQuery, Paginated
@@ -40,11 +40,7 @@ TAGS = ["groups"]
 ERRORS_404 = {**ERRORS, "HTTP_404": ErrorBody}
 
 
-@bp.before_request
-def _json_bodies_only() -> None:
-    # spectree hands a view json=None for a form or an empty body; say what to send instead.
-    if request.method == "POST" and not request.is_json:
-        raise InvalidInput("send the body as a JSON object with Content-Type: application/json")
+bp.before_request(require_json_bodies)
 
 
 # --- models ----------------------------------------------------------------------------------

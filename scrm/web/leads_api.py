@@ -26,11 +26,10 @@ lead: failing the request would either lose the posted data or report a write as
 
 from __future__ import annotations
 
-import inspect
 from datetime import datetime
 from typing import Any, Literal
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 from pydantic import BaseModel, Field, ValidationError
 from spectree import Response as Resp
 from sqlalchemy.orm import Session
@@ -48,23 +47,14 @@ from scrm.leads import service as leads
 from scrm.leads.fields import parse_lead
 from scrm.leads.models import Lead, LeadGrade, LeadStatus
 from scrm.timeutil import utcnow
-from scrm.web.api import BEARER, ERRORS, spec
+from scrm.web.api import BEARER, ERRORS, require_json_bodies, spec
 from scrm.web.runtime import runtime
 from scrm.web.schemas import ErrorBody, ErrorDetail, IdText, Page, PageQuery, WholeNumber
 
 bp = Blueprint("leads_api", __name__)
 
 
-@bp.before_request
-def _json_bodies_only() -> None:
-    """A route that takes a JSON body gets one: spectree hands a view ``json=None`` for a form
-    or an empty body, which would otherwise surface as a 500."""
-    view = current_app.view_functions.get(request.endpoint or "")
-    if view is None or request.method not in ("POST", "PATCH"):
-        return
-    if "json" in inspect.signature(view).parameters and not request.is_json:
-        raise InvalidInput("send the body as a JSON object with Content-Type: application/json")
-
+bp.before_request(require_json_bodies)
 
 TAGS = ["leads"]
 ERRORS_404 = {**ERRORS, "HTTP_404": ErrorBody, "HTTP_409": ErrorBody}

@@ -23,11 +23,12 @@ from scrm.tagrules import queries as rule_queries
 from scrm.tagrules import service as rules
 from scrm.tagrules.models import TagRule
 from scrm.timeutil import to_unix
-from scrm.web.api import BEARER, ERRORS, spec
+from scrm.web.api import BEARER, ERRORS, require_json_bodies, spec
 from scrm.web.runtime import runtime
 from scrm.web.schemas import ErrorBody
 
 bp = Blueprint("tagrules_api", __name__)
+bp.before_request(require_json_bodies)
 
 TAGS = ["tag-rules"]
 ERRORS_404 = {**ERRORS, "HTTP_404": ErrorBody}

@@ -27,11 +27,12 @@ from scrm.tags import library
 from scrm.tags import queries as tag_queries
 from scrm.tags.models import Tag, TagGroup
 from scrm.timeutil import to_unix
-from scrm.web.api import BEARER, ERRORS, spec
+from scrm.web.api import BEARER, ERRORS, require_json_bodies, spec
 from scrm.web.runtime import runtime
 from scrm.web.schemas import ErrorBody
 
 bp = Blueprint("tags_api", __name__)
+bp.before_request(require_json_bodies)
 
 TAGS = ["tags"]
 ERRORS_404 = {**ERRORS, "HTTP_404": ErrorBody, "HTTP_409": ErrorBody}
