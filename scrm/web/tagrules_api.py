@@ -8,6 +8,7 @@ page from reps). Each rule answers with ``tagged_friends``: how many friendships
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any, Literal
 
 from flask import Blueprint, request
@@ -100,21 +101,12 @@ class Deleted(BaseModel):
 
 
 def rule_json(rule: TagRule, tagged: int) -> RuleOut:
+    fields = asdict(rules.fields_of(rule))  # the same fields the console's form edits
+    fields["trigger"] = rule.trigger.value
+    fields["match_mode"] = rule.match_mode.value
     return RuleOut(
         id=rule.id,
-        name=rule.name,
-        trigger=rule.trigger.value,  # type: ignore[arg-type]
-        tag_ids=list(rule.tag_ids),
-        channel_ids=list(rule.channel_ids),
-        window_start=rule.window_start,
-        window_end=rule.window_end,
-        weekdays=list(rule.weekdays),
-        chat_ids=list(rule.chat_ids),
-        keywords=list(rule.keywords),
-        match_mode=rule.match_mode.value,  # type: ignore[arg-type]
-        lead_grades=list(rule.lead_grades),  # type: ignore[arg-type]
-        lead_statuses=list(rule.lead_statuses),
-        is_enabled=rule.is_enabled,
+        **fields,
         tagged_friends=tagged,
         created_by=rule.created_by,
         created_at=to_unix(rule.created_at),
