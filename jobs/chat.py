@@ -22,14 +22,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from scrm.chat import service as chat
-from scrm.chat.keywords import KeywordHit, KeywordMatcher, matcher_for
+from scrm.chat.keywords import KeywordMatcher, matcher_for
 from scrm.chat.sources import ArchiveSource, install_puller, source_from_settings
 from scrm.context import Context
 from scrm.db import read, transaction
 from scrm.tagrules import queries as rule_queries
 from scrm.tagrules import service as tagrules
-from scrm.tagrules.models import TagRule, TagRuleHit
-from scrm.tags.models import FriendshipTag
 from scrm.timeutil import WorkingHours
 
 log = logging.getLogger(__name__)
@@ -54,49 +52,8 @@ def _ingest(
         matcher = matcher_for(rule_queries.keyword_specs(session))
     report = chat.ingest(session, messages, matcher=matcher, hours=WorkingHours.from_settings(ctx.settings))
     if report.hits:
-        fresh = _not_applied_yet(session, report.hits)
-        report.tagged = tagrules.apply_keyword_hits(session, fresh) if fresh else 0
+        report.tagged = tagrules.apply_keyword_hits(session, report.hits)
     return report
-
-
-def _not_applied_yet(session: Session, hits: list[KeywordHit]) -> list[KeywordHit]:
-    """The hits whose rule may still add a tag to their friendship: not those whose every tag
-    the friendship holds or that rule applied to it before (what apply_rules would skip, asked
-    in bulk here: most hits in a busy archive repeat a (friend, rule) pair tagged long ago)."""
-    rule_ids = {h.rule_id for h in hits}
-    friendship_ids = sorted({h.friendship_id for h in hits})
-    tags_of = {
-        rule_id: set(tag_ids)
-        for rule_id, tag_ids in session.execute(
-            select(TagRule.id, TagRule.tag_ids).where(TagRule.id.in_(rule_ids))
-        )
-    }
-    held: set[tuple[int, str]] = set()
-    applied: set[tuple[int, int, str]] = set()
-    for start in range(0, len(friendship_ids), 900):
-        chunk = friendship_ids[start : start + 900]
-        held.update(
-            session.execute(
-                select(FriendshipTag.friendship_id, FriendshipTag.tag_id).where(
-                    FriendshipTag.friendship_id.in_(chunk)
-                )
-            ).tuples()
-        )
-        applied.update(
-            session.execute(
-                select(TagRuleHit.friendship_id, TagRuleHit.rule_id, TagRuleHit.tag_id).where(
-                    TagRuleHit.friendship_id.in_(chunk), TagRuleHit.rule_id.in_(rule_ids)
-                )
-            ).tuples()
-        )
-    return [
-        h
-        for h in hits
-        if any(
-            (h.friendship_id, t) not in held and (h.friendship_id, h.rule_id, t) not in applied
-            for t in tags_of.get(h.rule_id, ())
-        )
-    ]
 
 
 def pull(

@@ -16,12 +16,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
-from collections.abc import Collection
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from scrm.channels import service as channels
@@ -36,7 +36,7 @@ from scrm.outbox.models import OutboxCommand, OutboxStatus
 from scrm.people import service as people
 from scrm.tags import queries as tag_queries
 from scrm.tags import service as tags
-from scrm.tags.models import FriendshipTagRemoval, TagSource
+from scrm.tags.models import FriendshipTag, FriendshipTagRemoval, TagSource
 from scrm.timeline import service as timeline
 from scrm.timeline.models import ActivityKind
 from scrm.timeutil import from_unix, utcnow
@@ -264,7 +264,7 @@ def _apply_channel_tags(
         return
     added = tags.add_tags(friendship.tags, list(channel.auto_tag_ids), TagSource.CHANNEL)
     kinds = tag_queries.kinds_of(session, added)
-    corp = [t for t in added if kinds.get(t, "corp") == "corp"]  # local tags change locally only
+    corp = _corp(added, kinds)  # local tags change locally only
     if corp:
         _queue_mark_tag(
             session, friendship, corp, [], "channel", inbox_id or utcnow().timestamp(), inbox_id=inbox_id
@@ -284,15 +284,10 @@ def _queue_mark_tag(
     """Tell WeCom (mark_tag, doc 92118) what changed in a friendship's corp tags. ``cause`` and
     ``occurrence`` make the idempotency key (mark_tag sets tags: even a retried call changes
     nothing)."""
-    payload: dict[str, Any] = {"userid": friendship.userid, "external_userid": friendship.external_userid}
-    if added:
-        payload["add_tag"] = added
-    if removed:
-        payload["remove_tag"] = removed
     outbox.enqueue(
         session,
         MARK_TAG,
-        payload,
+        _mark_tag_payload(friendship.userid, friendship.external_userid, added, removed),
         f"mark_tag:{cause}:{friendship.external_userid}:{friendship.userid}:{occurrence}",
         ref=f"friend:{friendship.external_userid}:{friendship.userid}",
         inbox_event_id=inbox_id,
@@ -386,47 +381,149 @@ def change_tags(
         if removals is not None:
             wanted = [t for t in wanted if (friendship.id, t) in removals]
         _clear_removals(session, friendship, wanted)
-    corp_added = [t for t in added if kinds.get(t, "corp") == "corp"]
+    corp_added = _corp(added, kinds)
     # A deleted tag is gone from WeCom's relationships already; only live corp tags are sent.
-    corp_removed = [t for t in removed if kinds.get(t, "corp") == "corp"]
+    corp_removed = _corp(removed, kinds)
     if corp_added or corp_removed:
-        if request_key is not None:
-            digest = hashlib.sha256(request_key.encode()).hexdigest()[:32]
-            key = f"mark_tag:req:{digest}:{friendship.id}"
-        else:
-            key = f"mark_tag:{source.value}:{friendship.id}:{secrets.token_hex(8)}"
-        _enqueue_mark_tag(session, friendship, corp_added, corp_removed, key, ref=ref)
-    if added or removed:
-        timeline.record(
-            session,
-            ActivityKind.FRIEND_EDITED,
-            f"{actor} 修改了标签 / edited tags",
-            external_userid=friendship.external_userid,
-            userid=friendship.userid,
-            data={"add_tag": added, "remove_tag": removed, "by": actor, "source": source.value},
+        key = _mark_tag_key(source, friendship.id, request_key)
+        _enqueue_mark_tag(
+            session, friendship.userid, friendship.external_userid, corp_added, corp_removed, key, ref=ref
         )
+    if added or removed:
+        entry = _tags_edited(friendship.userid, friendship.external_userid, actor, added, removed, source)
+        timeline.record(session, **entry)
     if flush:
         session.flush()
     return added, removed
 
 
+def add_tags_in_bulk(
+    session: Session,
+    wanted: Mapping[int, Sequence[str]],
+    *,
+    actors: Mapping[int, str],
+    source: TagSource = TagSource.RULE,
+) -> dict[int, list[str]]:
+    """``change_tags`` adding tags by an automatic ``source`` (rules) for many friendships at
+    once — the chat ingest's keyword hits, thousands per batch — with the same outcome: per
+    friendship, each wanted tag is added unless the friendship holds it, a person removed it by
+    hand (``removed_by_hand``), or it is not a live corp or local tag (pending and deleted tags
+    are skipped); ONE mark_tag per friendship with its corp tags (local tags change locally
+    only) and one timeline entry by ``actors[friendship_id]``. Friendships that are not open
+    are left alone. A fixed handful of statements per chunk of friendships, no ORM object per
+    row. Returns {friendship id: tags added} for the friendships that changed."""
+    if source == TagSource.MANUAL:
+        raise ValueError("add_tags_in_bulk is for automatic sources; a person's changes use change_tags")
+    ids = sorted(fid for fid, tag_ids in wanted.items() if tag_ids)
+    all_tags = {t for fid in ids for t in wanted[fid]}
+    if not ids:
+        return {}
+    kinds = {t: k for t, k in tag_queries.kinds_of(session, all_tags).items() if k in ("corp", "local")}
+    if not kinds:
+        return {}
+    refused = tag_queries.removed_by_hand(session, ids, kinds)
+    now = utcnow()
+    out: dict[int, list[str]] = {}
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        pairs = session.execute(
+            select(Friendship.id, Friendship.userid, Friendship.external_userid).where(
+                Friendship.id.in_(chunk), Friendship.status.in_(OPEN_STATUSES)
+            )
+        ).tuples()
+        who = {fid: (userid, ext) for fid, userid, ext in pairs}
+        held = set(
+            session.execute(
+                select(FriendshipTag.friendship_id, FriendshipTag.tag_id).where(
+                    FriendshipTag.friendship_id.in_(list(who))
+                )
+            ).tuples()
+        )
+        links: list[dict[str, Any]] = []
+        entries: list[dict[str, Any]] = []
+        for fid in chunk:
+            if fid not in who:
+                continue
+            added = [
+                t
+                for t in dict.fromkeys(wanted[fid])
+                if t in kinds and (fid, t) not in held and (fid, t) not in refused
+            ]
+            if not added:
+                continue
+            out[fid] = added
+            userid, ext = who[fid]
+            links += [{"friendship_id": fid, "tag_id": t, "source": source, "created_at": now} for t in added]
+            corp_added = _corp(added, kinds)
+            if corp_added:
+                key = _mark_tag_key(source, fid, None)
+                _enqueue_mark_tag(session, userid, ext, corp_added, [], key, ref=None)
+            entries.append(_tags_edited(userid, ext, actors[fid], added, [], source))
+        if links:
+            session.execute(insert(FriendshipTag), links)
+            timeline.record_many(session, entries)
+    # A friendship loaded in this session would still show its old tags.
+    for obj in list(session.identity_map.values()):
+        if isinstance(obj, Friendship) and obj.id in out:
+            session.expire(obj, ["tags"])
+    return out
+
+
+_CHUNK = 500  # friendships per IN (...) list
+
+
+def _corp(tag_ids: list[str], kinds: Mapping[str, str]) -> list[str]:
+    """The tags mark_tag sends: corp tags (local tags live only in scrm; a tag whose kind is
+    unknown counts as corp)."""
+    return [t for t in tag_ids if kinds.get(t, "corp") == "corp"]
+
+
+def _mark_tag_key(source: TagSource, friendship_id: int | None, request_key: str | None) -> str:
+    """A tag change's mark_tag idempotency key: stable for a request (a bulk, an API client's
+    retry key), so a retried request never queues a second one; otherwise unique."""
+    if request_key is not None:
+        digest = hashlib.sha256(request_key.encode()).hexdigest()[:32]
+        return f"mark_tag:req:{digest}:{friendship_id}"
+    return f"mark_tag:{source.value}:{friendship_id}:{secrets.token_hex(8)}"
+
+
+def _tags_edited(
+    userid: str, external_userid: str, actor: str, added: list[str], removed: list[str], source: TagSource
+) -> dict[str, Any]:
+    """The timeline entry of a tag change (``timeline.record``'s arguments)."""
+    return {
+        "kind": ActivityKind.FRIEND_EDITED,
+        "summary": f"{actor} 修改了标签 / edited tags",
+        "external_userid": external_userid,
+        "userid": userid,
+        "data": {"add_tag": added, "remove_tag": removed, "by": actor, "source": source.value},
+    }
+
+
 def _enqueue_mark_tag(
     session: Session,
-    friendship: Friendship,
+    userid: str,
+    external_userid: str,
     added: list[str],
     removed: list[str],
     key: str,
     *,
     ref: str | None,
 ) -> None:
-    payload: dict[str, Any] = {"userid": friendship.userid, "external_userid": friendship.external_userid}
+    payload = _mark_tag_payload(userid, external_userid, added, removed)
+    outbox.enqueue(session, MARK_TAG, payload, key, ref=ref or f"friend:{external_userid}:{userid}")
+
+
+def _mark_tag_payload(
+    userid: str, external_userid: str, added: list[str], removed: list[str]
+) -> dict[str, Any]:
+    """mark_tag's body (doc 92118): one rep relationship, the corp tags added and removed."""
+    payload: dict[str, Any] = {"userid": userid, "external_userid": external_userid}
     if added:
         payload["add_tag"] = added
     if removed:
         payload["remove_tag"] = removed
-    outbox.enqueue(
-        session, MARK_TAG, payload, key, ref=ref or f"friend:{friendship.external_userid}:{friendship.userid}"
-    )
+    return payload
 
 
 def _mark_tags_in_flight(session: Session, friendship: Friendship) -> tuple[set[str], set[str]]:

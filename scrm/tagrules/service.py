@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import delete, insert, or_, select
 from sqlalchemy.orm import Session
 
 from scrm.channels.models import Channel
@@ -315,10 +315,7 @@ def apply_rules(
     if not rules or friendship.status not in OPEN_STATUSES:
         return []
     at = at or utcnow()
-    wanted: dict[str, list[TagRule]] = defaultdict(list)
-    for rule in rules:
-        for tag_id in rule.tag_ids:
-            wanted[tag_id].append(rule)
+    wanted = _wanted(rules)
     have = {link.tag_id for link in friendship.tags}
     applied = set(
         session.execute(
@@ -328,11 +325,7 @@ def apply_rules(
             )
         ).tuples()
     )
-    candidates = [
-        tag_id
-        for tag_id, by in wanted.items()
-        if tag_id not in have and not all((r.id, tag_id) in applied for r in by)
-    ]
+    candidates = [t for t in _not_applied(wanted, applied) if t not in have]
     kinds = {t: k for t, k in tag_queries.kinds_of(session, candidates).items() if k in ("corp", "local")}
     candidates = [t for t in candidates if t in kinds]
     if candidates:
@@ -340,20 +333,54 @@ def apply_rules(
         candidates = [t for t in candidates if (friendship.id, t) not in refused]
     if not candidates:
         return []
-    actor = "rule:" + ",".join(str(r.id) for r in rules)
     added, _ = friends.change_tags(
-        session, friendship, candidates, [], actor=actor, source=TagSource.RULE, kinds=dict(kinds)
+        session, friendship, candidates, [], actor=_actor(rules), source=TagSource.RULE, kinds=dict(kinds)
     )
     candidates = [t for t in candidates if t in added]
-    for tag_id in candidates:
-        for rule in wanted[tag_id]:
-            if (rule.id, tag_id) not in applied:
-                hit = TagRuleHit(rule_id=rule.id, friendship_id=friendship.id, tag_id=tag_id, at=at)
-                hit.cause = cause[:128]
-                session.add(hit)
+    _record_hits(session, _hits(friendship.id, candidates, wanted, applied, cause, at))
     session.flush()
     log.info("tag rules %s tagged friendship %s with %s", [r.id for r in rules], friendship.id, candidates)
     return candidates
+
+
+def _wanted(rules: Sequence[TagRule]) -> dict[str, list[TagRule]]:
+    """Each tag the rules apply, with the rules applying it."""
+    wanted: dict[str, list[TagRule]] = defaultdict(list)
+    for rule in rules:
+        for tag_id in rule.tag_ids:
+            wanted[tag_id].append(rule)
+    return wanted
+
+
+def _not_applied(wanted: dict[str, list[TagRule]], applied: set[tuple[int, str]]) -> list[str]:
+    """The tags some rule has not applied to the friendship yet (``applied``: its (rule, tag) hits)."""
+    return [tag_id for tag_id, by in wanted.items() if not all((r.id, tag_id) in applied for r in by)]
+
+
+def _actor(rules: Sequence[TagRule]) -> str:
+    return "rule:" + ",".join(str(r.id) for r in rules)
+
+
+def _hits(
+    friendship_id: int,
+    added: list[str],
+    wanted: dict[str, list[TagRule]],
+    applied: set[tuple[int, str]],
+    cause: str,
+    at: datetime,
+) -> list[dict[str, Any]]:
+    """The hits to record for the tags added: one per rule that applied each, once ever."""
+    return [
+        {"rule_id": rule.id, "friendship_id": friendship_id, "tag_id": tag_id, "cause": cause[:128], "at": at}
+        for tag_id in added
+        for rule in wanted[tag_id]
+        if (rule.id, tag_id) not in applied
+    ]
+
+
+def _record_hits(session: Session, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        session.execute(insert(TagRuleHit), rows)
 
 
 # --- triggers --------------------------------------------------------------------------------
@@ -405,7 +432,13 @@ def on_group_join(
 
 def apply_keyword_hits(session: Session, hits: Iterable[KeywordHit]) -> int:
     """Keyword hits from chat ingest: each hit's rule tags its friendship. Returns how many tags
-    were added (0 when every hit was seen before)."""
+    were added (0 when every hit was seen before).
+
+    What ``apply_rules`` does per friendship, done for the whole batch at once (a busy archive
+    brings thousands of friendships per batch): the rules' earlier hits read in one query per
+    chunk, then ``friends.add_tags_in_bulk`` (held tags, hand removals, kinds, one mark_tag per
+    friendship), then the new hits in one executemany. A friendship's hits are caused by the
+    message of its first matching rule (by id)."""
     by_friendship: dict[int, dict[int, KeywordHit]] = defaultdict(dict)
     for hit in hits:
         by_friendship[int(hit.friendship_id)].setdefault(int(hit.rule_id), hit)
@@ -419,19 +452,45 @@ def apply_keyword_hits(session: Session, hits: Iterable[KeywordHit]) -> int:
                 TagRule.id.in_(rule_ids), TagRule.trigger == RuleTrigger.KEYWORD, TagRule.is_enabled.is_(True)
             )
         )
+        if r.tag_ids
     }
-    added = 0
-    for friendship_id in sorted(by_friendship):
-        per = by_friendship[friendship_id]
-        matched = [rules[rule_id] for rule_id in sorted(per) if rule_id in rules]
-        if not matched:
-            continue
-        friendship = session.get(Friendship, friendship_id)
-        if friendship is None:
-            continue
-        first = per[matched[0].id]
-        added += len(apply_rules(session, friendship, matched, cause=f"msg:{first.msgid}", at=first.at))
-    return added
+    matched: dict[int, list[TagRule]] = {}
+    for friendship_id, per in by_friendship.items():
+        found = [rules[rule_id] for rule_id in sorted(per) if rule_id in rules]
+        if found:
+            matched[friendship_id] = found
+    applied = _applied(session, list(matched), sorted({r.id for found in matched.values() for r in found}))
+    wanted = {fid: _wanted(found) for fid, found in matched.items()}
+    candidates = {fid: _not_applied(wanted[fid], applied[fid]) for fid in matched}
+    added = friends.add_tags_in_bulk(
+        session, candidates, actors={fid: _actor(found) for fid, found in matched.items()}
+    )
+    rows: list[dict[str, Any]] = []
+    for fid, tag_ids in added.items():
+        first = by_friendship[fid][matched[fid][0].id]
+        rows += _hits(fid, tag_ids, wanted[fid], applied[fid], f"msg:{first.msgid}", first.at)
+    _record_hits(session, rows)
+    tagged = sum(len(tag_ids) for tag_ids in added.values())
+    if tagged:
+        log.info("keyword rules tagged %s friendships with %s tags", len(added), tagged)
+    return tagged
+
+
+def _applied(
+    session: Session, friendship_ids: list[int], rule_ids: list[int]
+) -> defaultdict[int, set[tuple[int, str]]]:
+    """Each friendship's earlier hits of these rules, as {friendship id: {(rule id, tag id)}}."""
+    out: defaultdict[int, set[tuple[int, str]]] = defaultdict(set)
+    ids = sorted(friendship_ids)
+    for start in range(0, len(ids), 500):
+        rows = session.execute(
+            select(TagRuleHit.friendship_id, TagRuleHit.rule_id, TagRuleHit.tag_id).where(
+                TagRuleHit.friendship_id.in_(ids[start : start + 500]), TagRuleHit.rule_id.in_(rule_ids)
+            )
+        )
+        for friendship_id, rule_id, tag_id in rows:
+            out[friendship_id].add((rule_id, tag_id))
+    return out
 
 
 def on_lead_changed(session: Session, lead: Lead) -> list[str]:

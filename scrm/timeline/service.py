@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from scrm.timeline.models import Activity, ActivityKind
@@ -35,3 +37,25 @@ def record(
     )
     session.add(activity)
     return activity
+
+
+def record_many(session: Session, entries: Sequence[dict[str, Any]]) -> None:
+    """Many entries at once (``record``'s keyword arguments each), in one executemany and without
+    an object per entry: for batches such as the rules' tags on thousands of chat friends."""
+    if not entries:
+        return
+    now = utcnow()
+    rows = [
+        {
+            "kind": entry["kind"],
+            "summary": entry["summary"][:512],
+            "external_userid": entry.get("external_userid"),
+            "userid": entry.get("userid"),
+            "lead_id": entry.get("lead_id"),
+            "customer_id": entry.get("customer_id"),
+            "occurred_at": entry.get("occurred_at") or now,
+            "data": entry.get("data") or {},
+        }
+        for entry in entries
+    ]
+    session.execute(insert(Activity), rows)
