@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -70,6 +70,17 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
         return None if value is None else ensure_utc(value)
+
+
+def sqlite_text(value: datetime | None) -> str | None:
+    """The text a UTCDateTime column holds on SQLite for an aware UTC datetime (SQLAlchemy's
+    DATETIME storage format), for hot paths that hand rows straight to the driver."""
+    return None if value is None else value.isoformat(" ", "microseconds")[:26]
+
+
+def from_sqlite_text(value: str | None) -> datetime | None:
+    """``sqlite_text`` read back: aware UTC, as the column type would give it."""
+    return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
 
 
 class StrEnumType(TypeDecorator[enum.StrEnum]):

@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 from scrm.chat import signals
 from scrm.chat.keywords import KeywordHit, KeywordMatcher
 from scrm.chat.models import ChatCursor, ChatDirection
+from scrm.db import sqlite_text
 from scrm.errors import InvalidInput
 from scrm.friends.models import Friendship
 from scrm.timeutil import WorkingHours, utcnow
@@ -223,8 +224,7 @@ def ingest(
                     hits.append(KeywordHit(rule_id, friendship_id, item[0], item[5]))
         elif direction == REP:
             inputs.append(signals.SignalInput(friendship_id, "rep", item[5]))
-    if inputs:
-        inputs.sort(key=lambda i: i.sent_at)
+    if inputs:  # in the batch's order: record keeps it for messages at the same moment
         report.signalled = signals.record(session, inputs, hours)
     return report
 
@@ -266,14 +266,17 @@ def _store(session: Session, rows: list[StoredRow]) -> list[StoredRow]:
             _SQLITE_INSERT,
             [
                 (
-                    r[0], r[1], r[2], json.dumps(r[3], ensure_ascii=False), r[4],
-                    r[5].isoformat(" ", "microseconds")[:26], r[6], r[7], r[8], r[9], r[10], r[11],
+                    r[0], r[1], r[2], _json(r[3]), r[4],
+                    sqlite_text(r[5]), r[6], r[7], r[8], r[9], r[10], r[11],
                 )
                 for r in new
             ],
         )
     return new
 
+
+# json.dumps with an argument builds an encoder per call: one, kept, for every row's tolist.
+_json = json.JSONEncoder(ensure_ascii=False).encode
 
 _SQLITE_INSERT = (
     f"INSERT INTO chat_messages ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "  # noqa: S608
@@ -296,7 +299,7 @@ def _store_postgresql(connection: Any, rows: list[StoredRow]) -> list[StoredRow]
         with cursor.copy(f"COPY chat_messages_incoming ({', '.join(COLUMNS)}) FROM STDIN") as copy:  # noqa: S608
             for r in rows:
                 copy.write_row(
-                    (r[0], r[1], r[2], json.dumps(r[3], ensure_ascii=False), *r[4:])
+                    (r[0], r[1], r[2], _json(r[3]), *r[4:])
                 )
     inserted = {m for (m,) in connection.exec_driver_sql(_PG_MOVE)}
     connection.exec_driver_sql("DELETE FROM chat_messages_incoming")
