@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -158,14 +159,24 @@ def build_scrm(database_url: str, sandbox_server: SandboxServer, **env: str) -> 
     return Scrm(app, url, sandbox_server, driver), server
 
 
+@contextmanager
+def running_scrm(database_url: str, sandbox_server: SandboxServer, **env: str) -> Iterator[Scrm]:
+    """scrm served on loopback against the sandbox, with settings ``env`` on top of the suite's;
+    its after-ack work finished and everything stopped when the block ends."""
+    harness, server = build_scrm(database_url, sandbox_server, **env)
+    try:
+        yield harness
+    finally:
+        harness.app.extensions["scrm.pool"].wait_idle()
+        server.shutdown()
+        harness.app.extensions["scrm.pool"].shutdown()
+        harness.ctx.engine.dispose()
+
+
 @pytest.fixture
 def scrm(clean_db: str, sandbox_server: SandboxServer) -> Iterator[Scrm]:
-    harness, server = build_scrm(clean_db, sandbox_server)
-    yield harness
-    harness.app.extensions["scrm.pool"].wait_idle()
-    server.shutdown()
-    harness.app.extensions["scrm.pool"].shutdown()
-    harness.ctx.engine.dispose()
+    with running_scrm(clean_db, sandbox_server) as harness:
+        yield harness
 
 
 @pytest.fixture

@@ -34,7 +34,7 @@ from scrm.schema import (
 )
 from scrm.tags import service as tags
 from scrm.timeutil import frozen_clock, utcnow
-from tests.conftest import SandboxServer, Scrm, build_scrm
+from tests.conftest import SandboxServer, Scrm, running_scrm
 from tests.helpers import CHROMIUM, launch_chromium
 from tests.test_console import csrf, login
 
@@ -108,12 +108,8 @@ def _staff(scrm: Scrm) -> dict[str, str]:
 def scrm(clean_db: str, sandbox_server: SandboxServer) -> Iterator[Scrm]:
     """The suite's scrm, with the callback clock check off: the story runs on an injected clock
     days in the past, and the check reads the wall clock (SCRM_CALLBACK_MAX_AGE_S=0 disables it)."""
-    harness, server = build_scrm(clean_db, sandbox_server, SCRM_CALLBACK_MAX_AGE_S="0")
-    yield harness
-    harness.app.extensions["scrm.pool"].wait_idle()
-    server.shutdown()
-    harness.app.extensions["scrm.pool"].shutdown()
-    harness.ctx.engine.dispose()
+    with running_scrm(clean_db, sandbox_server, SCRM_CALLBACK_MAX_AGE_S="0") as harness:
+        yield harness
 
 
 @pytest.fixture

@@ -21,20 +21,14 @@ from scrm.outbox import kinds as kinds_registry
 from scrm.outbox import service as outbox
 from scrm.schema import InboxEvent, InboxStatus, OutboxCommand, OutboxStatus
 from scrm.timeutil import frozen_clock, utcnow
-from tests.conftest import build_scrm
+from tests.conftest import running_scrm
 
 
 @pytest.fixture
 def faulty_scrm(clean_db, sandbox_server):
     # A short client timeout so the sandbox's "timeout" fault (apply, then answer late) is real.
-    harness, server = build_scrm(
-        clean_db, sandbox_server, WECOM_TIMEOUT_S="0.4", SCRM_OUTBOX_MAX_ATTEMPTS="12"
-    )
-    yield harness
-    harness.app.extensions["scrm.pool"].wait_idle()
-    server.shutdown()
-    harness.app.extensions["scrm.pool"].shutdown()
-    harness.ctx.engine.dispose()
+    with running_scrm(clean_db, sandbox_server, WECOM_TIMEOUT_S="0.4", SCRM_OUTBOX_MAX_ATTEMPTS="12") as harness:
+        yield harness
 
 
 def open_work(scrm):

@@ -21,7 +21,7 @@ from scrm.tags import library
 from scrm.tags import queries as tag_queries
 from scrm.tags.models import Tag, TagGroup, TagSyncState
 from scrm.timeutil import frozen_clock, utcnow
-from tests.conftest import SandboxServer, Scrm, build_scrm
+from tests.conftest import SandboxServer, Scrm, running_scrm
 from tests.test_tag_sync import TagApi, our_view, wecom_view
 
 WECOM = [
@@ -184,13 +184,9 @@ def test_an_add_corp_tag_wecom_refuses_shows_failed(scrm: Scrm) -> None:
 
 @pytest.fixture
 def slow_scrm(clean_db: str, sandbox_server: SandboxServer) -> Iterator[Scrm]:
-    harness, server = build_scrm(clean_db, sandbox_server, WECOM_TIMEOUT_S="0.3")
-    sandbox_server.state.set_faults({"timeout_hold_ms": 700})
-    yield harness
-    harness.app.extensions["scrm.pool"].wait_idle()
-    server.shutdown()
-    harness.app.extensions["scrm.pool"].shutdown()
-    harness.ctx.engine.dispose()
+    with running_scrm(clean_db, sandbox_server, WECOM_TIMEOUT_S="0.3") as harness:
+        sandbox_server.state.set_faults({"timeout_hold_ms": 700})
+        yield harness
 
 
 def test_an_add_corp_tag_whose_answer_is_lost_is_adopted_not_duplicated(slow_scrm: Scrm) -> None:

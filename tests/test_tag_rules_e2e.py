@@ -28,7 +28,7 @@ from scrm.schema import (
 )
 from scrm.tags import service as tags
 from scrm.timeutil import SHANGHAI, frozen_clock
-from tests.conftest import SandboxServer, Scrm, build_scrm
+from tests.conftest import SandboxServer, Scrm, running_scrm
 from tests.helpers import create_channel
 
 
@@ -41,13 +41,9 @@ def _shanghai(hour: int, minute: int = 0, day: int = 2) -> datetime:
 def scrm(clean_db: str, sandbox_server: SandboxServer) -> Iterator[Scrm]:
     """The usual harness, with the callback age check off: the tests pin the clock (and so each
     event's CreateTime) to a given evening in Shanghai, days away from the wall clock."""
-    harness, server = build_scrm(clean_db, sandbox_server, SCRM_CALLBACK_MAX_AGE_S="0")
-    chat_jobs.install(harness.ctx)  # msgaudit_notify pulls the sandbox's archive (as `scrm serve`)
-    yield harness
-    harness.app.extensions["scrm.pool"].wait_idle()
-    server.shutdown()
-    harness.app.extensions["scrm.pool"].shutdown()
-    harness.ctx.engine.dispose()
+    with running_scrm(clean_db, sandbox_server, SCRM_CALLBACK_MAX_AGE_S="0") as harness:
+        chat_jobs.install(harness.ctx)  # msgaudit_notify pulls the sandbox's archive (as `scrm serve`)
+        yield harness
 
 
 @pytest.fixture
