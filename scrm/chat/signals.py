@@ -120,10 +120,11 @@ def record(session: Session, inputs: Sequence[SignalInput], hours: WorkingHours 
     ids = sorted(by_friend)  # one lock order for every ingest: no deadlocks between two of them
     now = utcnow()
     changed: list[dict[str, Any]] = []
+    texts: dict[datetime, str] = {}  # SQLite: the stored text of each timestamp read
     created = 0
     for start in range(0, len(ids), CHUNK):
         chunk = ids[start : start + CHUNK]
-        found = _fold_stored(connection, dialect, table, chunk, by_friend, hours, now, changed)
+        found = _fold_stored(connection, dialect, table, chunk, by_friend, hours, now, changed, texts)
         missing = [fid for fid in chunk if fid not in found]
         if not missing:
             continue
@@ -134,9 +135,9 @@ def record(session: Session, inputs: Sequence[SignalInput], hours: WorkingHours 
         # one writer): fold this batch onto it instead.
         lost = [fid for fid in missing if fid not in inserted]
         if lost:
-            _fold_stored(connection, dialect, table, lost, by_friend, hours, now, changed)
+            _fold_stored(connection, dialect, table, lost, by_friend, hours, now, changed, texts)
     if changed:
-        _update(connection, dialect, table, changed, now)
+        _update(connection, dialect, changed, now, texts)
     return created + len(changed)
 
 
@@ -152,13 +153,14 @@ def _fold_stored(
     hours: WorkingHours,
     now: datetime,
     changed: list[dict[str, Any]],
+    texts: dict[datetime, str],
 ) -> set[int]:
     """Read the stored signals of ``ids`` (locked on PostgreSQL), fold their messages in, and
     collect the rows that changed; returns the ids that had a row."""
     if dialect == "postgresql":
         rows: Any = connection.execute(_read_statement(table, ids))
     else:
-        rows = _read_sqlite(connection, ids)
+        rows = _read_sqlite(connection, ids, texts)
     found: set[int] = set()
     for row in rows:
         fid = row[0]
@@ -180,7 +182,8 @@ def _read_statement(table: Table, ids: list[int]) -> Any:
 
 # On SQLite, which runs in-process, the rows go to and from the driver as the column types would
 # bind them (timestamps as text, scrm.db.sqlite_text): SQLAlchemy's per-value processing was
-# most of the signals' time (two thirds of 1.4 s per 100,000 messages in make bench-chat).
+# most of the signals' time (two thirds of 1.4 s per 100,000 messages in make bench-chat). A
+# timestamp that the fold left as it was read is written back as the text read, not formatted.
 _TIMES = 5  # the first five fields are timestamps, the last three integers
 _SQLITE_READ = "SELECT friendship_id, {} FROM chat_signals WHERE friendship_id IN ({{}})".format(  # noqa: S608
     ", ".join(_FIELDS)
@@ -191,23 +194,39 @@ _SQLITE_UPDATE = (
 )
 
 
-def _read_sqlite(connection: Any, ids: list[int]) -> list[tuple[Any, ...]]:
+def _read_sqlite(connection: Any, ids: list[int], texts: dict[datetime, str]) -> list[tuple[Any, ...]]:
     statement = _SQLITE_READ.format(",".join("?" * len(ids)))
-    return [
-        (row[0], *(from_sqlite_text(v) for v in row[1 : 1 + _TIMES]), *row[1 + _TIMES :])
-        for row in connection.exec_driver_sql(statement, tuple(ids))
-    ]
+    out = []
+    for row in connection.exec_driver_sql(statement, tuple(ids)):
+        moments = []
+        for raw in row[1 : 1 + _TIMES]:
+            moment = from_sqlite_text(raw)
+            if moment is not None:
+                texts[moment] = raw
+            moments.append(moment)
+        out.append((row[0], *moments, *row[1 + _TIMES :]))
+    return out
 
 
-def _update_sqlite(connection: Any, rows: list[dict[str, Any]], now: datetime) -> None:
+def _update_sqlite(
+    connection: Any, rows: list[dict[str, Any]], now: datetime, texts: dict[datetime, str]
+) -> None:
+    def text_of(moment: datetime | None) -> str | None:
+        if moment is None:
+            return None
+        known = texts.get(moment)
+        if known is None:
+            known = texts[moment] = sqlite_text(moment)  # type: ignore[assignment]
+        return known
+
     updated_at = sqlite_text(now)
     connection.exec_driver_sql(
         _SQLITE_UPDATE,
         [
             (
-                *(sqlite_text(row[name]) for name in _FIELDS[:_TIMES]),
+                *(text_of(row[name]) for name in _FIELDS[:_TIMES]),
                 *(row[name] for name in _FIELDS[_TIMES:]),
-                sqlite_text(row["last_message_at"]),
+                text_of(row["last_message_at"]),
                 updated_at,
                 row["friendship_id"],
             )
@@ -233,11 +252,13 @@ def _insert(
     return set(connection.execute(_insert_statement(table), rows).scalars())
 
 
-def _update(connection: Any, dialect: str, table: Table, rows: list[dict[str, Any]], now: datetime) -> None:
+def _update(
+    connection: Any, dialect: str, rows: list[dict[str, Any]], now: datetime, texts: dict[datetime, str]
+) -> None:
     if dialect == "postgresql":
         connection.execute(_PG_UPDATE, _arrays(rows, now))
     else:
-        _update_sqlite(connection, rows, now)
+        _update_sqlite(connection, rows, now, texts)
 
 
 # On PostgreSQL a chunk is written by ONE statement over unnest()ed arrays, where an executemany

@@ -11,8 +11,8 @@ planted in ~3% of the customers' messages, near misses, reps saying keywords, gr
   ingest runs (field extraction, sender/receiver roles, msgtime to an aware datetime);
 - **ingest** on SQLite (a fresh file) and on PostgreSQL when reachable (BENCH_CHAT_PG_URL, a
   database of its own, dropped and recreated): the same read and ``json.loads``, then
-  ``jobs.chat.ingest_batch`` per BENCH_CHAT_BATCH (5,000) lines — parse, friendship resolution,
-  keyword matching with the 50 rules, storing, the rules' tags and the chat signals, each batch
+  ``jobs.chat.ingest_batch`` per BENCH_CHAT_BATCH lines (jobs.chat.IMPORT_BATCH, 10,000, as
+  ``scrm chat import``) — parse, friendship resolution, keyword matching with the 50 rules, storing, the rules' tags and the chat signals, each batch
   one unit of work.
 
 Targets: ingest ≥ 20,000 messages/s and ingest/parse ≥ 0.5, per database.
@@ -45,7 +45,7 @@ from tests.bench.callback_bench import Figure
 from tests.chat_archive import Archive, plan, stream
 
 MESSAGES = int(os.environ.get("BENCH_CHAT_MESSAGES", "1000000"))
-BATCH = int(os.environ.get("BENCH_CHAT_BATCH", "5000"))
+BATCH = int(os.environ.get("BENCH_CHAT_BATCH", str(chat_jobs.IMPORT_BATCH)))  # as scrm chat import
 PG_URL = os.environ.get("BENCH_CHAT_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/scrm_bench_chat")
 TARGET_RATE = 20_000.0
 TARGET_RATIO = 0.5
