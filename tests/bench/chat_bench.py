@@ -12,8 +12,8 @@ planted in ~3% of the customers' messages, near misses, reps saying keywords, gr
 - **ingest** on SQLite (a fresh file) and on PostgreSQL when reachable (BENCH_CHAT_PG_URL, a
   database of its own, dropped and recreated): the same read and ``json.loads``, then
   ``jobs.chat.ingest_batch`` per BENCH_CHAT_BATCH lines (jobs.chat.IMPORT_BATCH, 10,000, as
-  ``scrm chat import``) — parse, friendship resolution, keyword matching with the 50 rules, storing, the rules' tags and the chat signals, each batch
-  one unit of work.
+  ``scrm chat import``) — parse, friendship resolution, keyword matching with the 50 rules,
+  storing, the rules' tags and the chat signals, each batch one unit of work.
 
 Targets: ingest ≥ 20,000 messages/s and ingest/parse ≥ 0.5, per database.
 """
