@@ -460,7 +460,7 @@ def add_tags_in_bulk(
                 _enqueue_mark_tag(session, userid, ext, corp_added, [], key, ref=None)
             entries.append(_tags_edited(userid, ext, actors[fid], added, [], source))
         if links:
-            session.execute(insert(FriendshipTag), links)
+            session.connection().execute(insert(FriendshipTag), links)  # Core: no ORM bulk work
             timeline.record_many(session, entries)
     # A friendship loaded in this session would still show its old tags.
     for obj in list(session.identity_map.values()):

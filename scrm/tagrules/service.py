@@ -380,7 +380,7 @@ def _hits(
 
 def _record_hits(session: Session, rows: list[dict[str, Any]]) -> None:
     if rows:
-        session.execute(insert(TagRuleHit), rows)
+        session.connection().execute(insert(TagRuleHit), rows)  # Core executemany
 
 
 # --- triggers --------------------------------------------------------------------------------

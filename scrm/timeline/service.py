@@ -58,4 +58,4 @@ def record_many(session: Session, entries: Sequence[dict[str, Any]]) -> None:
         }
         for entry in entries
     ]
-    session.execute(insert(Activity), rows)
+    session.connection().execute(insert(Activity), rows)  # Core executemany, no ORM bulk work
