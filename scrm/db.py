@@ -75,7 +75,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 def sqlite_text(value: datetime | None) -> str | None:
     """The text a UTCDateTime column holds on SQLite for an aware UTC datetime (SQLAlchemy's
     DATETIME storage format), for hot paths that hand rows straight to the driver."""
-    return None if value is None else value.isoformat(" ", "microseconds")[:26]
+    return None if value is None else ensure_utc(value).isoformat(" ", "microseconds")[:26]
 
 
 def from_sqlite_text(value: str | None) -> datetime | None:
