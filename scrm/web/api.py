@@ -180,12 +180,7 @@ def list_friends(query: FriendsQuery) -> FriendPage:
     has_next = len(rows) > query.limit
     return FriendPage(
         items=[Friend.model_validate(row) for row in rows[: query.limit]],
-        page=Page(
-            limit=query.limit,
-            offset=query.offset,
-            next_offset=query.offset + query.limit if has_next else None,
-            total=None,
-        ),
+        page=Page.after(query, has_next),
     )
 
 

@@ -205,12 +205,7 @@ def list_groups(query: GroupsQuery) -> GroupPage:
     has_next = len(rows) > query.limit
     return GroupPage(
         items=items,
-        page=Page(
-            limit=query.limit,
-            offset=query.offset,
-            next_offset=query.offset + query.limit if has_next else None,
-            total=total,
-        ),
+        page=Page.after(query, has_next, total),
     )
 
 

@@ -649,12 +649,7 @@ def list_follow_ups(lead_id: int, query: PageQuery) -> FollowUpPage:
     has_next = len(rows) > query.limit
     return FollowUpPage(
         items=items,
-        page=Page(
-            limit=query.limit,
-            offset=query.offset,
-            next_offset=query.offset + query.limit if has_next else None,
-            total=None,
-        ),
+        page=Page.after(query, has_next),
     )
 
 

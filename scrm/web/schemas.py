@@ -81,6 +81,12 @@ class Page(BaseModel):
         "(leads: null when more than 10,000 match).",
     )
 
+    @classmethod
+    def after(cls, query: PageQuery, has_next: bool, total: int | None = None) -> Page:
+        """The page ``query`` asked for; ``has_next`` from reading one row more than asked."""
+        next_offset = query.offset + query.limit if has_next else None
+        return cls(limit=query.limit, offset=query.offset, next_offset=next_offset, total=total)
+
 
 class Paginated(BaseModel, Generic[T]):
     items: list[T]
